@@ -1,0 +1,203 @@
+//! The ext_authz Check service: token -> verify -> snapshot -> [`Decision`].
+//!
+//! [`Authz::decide`] is a pure function of (request, keys, snapshot, now): no lock, no I/O,
+//! and the only shared state it touches is read through `arc-swap`. The gRPC wrapper around
+//! it times the Check, counts it, and writes one structured log line per denial with the
+//! reason, issuer, subject and a hash prefix of the token (never the token).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+
+use crate::config::Config;
+use crate::decision::{Decision, Reason};
+use crate::jwt::{Verified, Verifier, VerifyError};
+use crate::metrics::Metrics;
+use crate::revocation::{Snapshot, TokenFacts, UnixTime, token_hash};
+use crate::state::{SnapshotReader, unix_now};
+use crate::token::{self, TokenError};
+
+/// What the request path needs from the config, resolved once.
+pub struct Policy {
+    pub header: String,
+    pub session_claim: String,
+    /// claim -> header, set on allowed requests.
+    pub claims_to_headers: Vec<(String, String)>,
+}
+
+impl Policy {
+    pub fn from_config(config: &Config) -> Policy {
+        Policy {
+            header: config.token.header.clone(),
+            session_claim: config.revocation.session_claim.clone(),
+            claims_to_headers: config
+                .forward
+                .claims_to_headers
+                .iter()
+                .map(|(c, h)| (c.clone(), h.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// A decision and what the log line about it needs.
+#[derive(Debug)]
+pub struct Outcome {
+    pub decision: Decision,
+    /// Operator detail for the log (never sent to the client).
+    pub detail: String,
+    pub iss: Option<String>,
+    pub sub: Option<String>,
+    /// Hash prefix of the token, when there was one.
+    pub token_id: Option<String>,
+    /// The rule that revoked the token.
+    pub rule: Option<String>,
+}
+
+impl Outcome {
+    fn new(decision: Decision, detail: impl Into<String>) -> Outcome {
+        Outcome {
+            decision,
+            detail: detail.into(),
+            iss: None,
+            sub: None,
+            token_id: None,
+            rule: None,
+        }
+    }
+}
+
+/// The Check logic and its inputs.
+pub struct Authz {
+    pub policy: Policy,
+    pub verifier: Arc<Verifier>,
+    pub snapshot: SnapshotReader,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Authz {
+    /// Decides one request at `now`.
+    pub fn decide(&self, req: &CheckRequest, now: UnixTime) -> Outcome {
+        let token = match token::bearer(req, &self.policy.header) {
+            Ok(t) => t,
+            Err(TokenError::Missing) => {
+                return Outcome::new(Decision::Deny(Reason::MissingToken), "no bearer token");
+            }
+            Err(TokenError::Malformed(why)) => {
+                return Outcome::new(Decision::Deny(Reason::MalformedToken), why);
+            }
+        };
+        let snapshot = self.snapshot.load();
+        let mut out = self.decide_token(&token, &snapshot, now);
+        out.token_id = Some(token_hash::log_id(&token));
+        out
+    }
+
+    /// Decides a bare token (also what `POST /v1/explain` answers).
+    pub fn decide_token(&self, token: &str, snapshot: &Snapshot, now: UnixTime) -> Outcome {
+        let verified = match self.verifier.verify(token, now) {
+            Ok(v) => v,
+            Err(VerifyError::Undecidable(why)) => {
+                return Outcome::new(Decision::Unavailable(why.clone()), why);
+            }
+            Err(VerifyError::Denied(f)) => {
+                let mut out = Outcome::new(Decision::Deny(f.reason), f.detail);
+                out.iss = f.iss;
+                out.sub = f.sub;
+                return out;
+            }
+        };
+        let hashes = if snapshot.needs_token_hash() {
+            token_hash::token_hashes(token, verified.alg)
+        } else {
+            Vec::new()
+        };
+        let facts = TokenFacts {
+            iss: &verified.iss,
+            iat: verified.iat,
+            sub: verified.str_claim("sub"),
+            session: verified.str_claim(&self.policy.session_claim),
+            claims: &verified.claims,
+            hashes: &hashes,
+        };
+        let revoked = snapshot.find(&facts, now);
+        let sub = facts.sub.map(str::to_owned);
+        let mut out = match revoked {
+            Some(m) => {
+                let mut out = Outcome::new(
+                    Decision::Deny(Reason::Revoked),
+                    m.reason.as_deref().unwrap_or("revoked by rule"),
+                );
+                out.rule = Some(m.id);
+                out
+            }
+            None => Outcome::new(self.allow(&verified), "allowed"),
+        };
+        out.iss = Some(verified.iss);
+        out.sub = sub;
+        out
+    }
+
+    /// The allow decision with `claims_to_headers` applied: present claims are set
+    /// (overwriting any client copy), absent ones removed so a client cannot inject them.
+    fn allow(&self, verified: &Verified) -> Decision {
+        let mut set = Vec::new();
+        let mut remove = Vec::new();
+        for (claim, header) in &self.policy.claims_to_headers {
+            match verified.claims.get(claim).and_then(header_value) {
+                Some(v) => set.push((header.clone(), v)),
+                None => remove.push(header.clone()),
+            }
+        }
+        Decision::Allow { set, remove }
+    }
+}
+
+/// A claim as a header value: strings as they are, other JSON as its text. A value with
+/// control characters (which could split a header) is treated as absent.
+fn header_value(v: &Value) -> Option<String> {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Null => return None,
+        other => other.to_string(),
+    };
+    (!s.chars().any(char::is_control) && s.len() <= 8192).then_some(s)
+}
+
+/// The tonic service around [`Authz`].
+pub struct CheckService(pub Arc<Authz>);
+
+#[tonic::async_trait]
+impl Authorization for CheckService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let started = Instant::now();
+        let authz = &self.0;
+        let out = authz.decide(request.get_ref(), unix_now());
+        authz.metrics.check(&out.decision, started.elapsed());
+        match &out.decision {
+            Decision::Allow { .. } => {}
+            Decision::Deny(reason) => tracing::info!(
+                reason = reason.as_str(),
+                detail = %out.detail,
+                iss = out.iss.as_deref().unwrap_or("-"),
+                sub = out.sub.as_deref().unwrap_or("-"),
+                token = out.token_id.as_deref().unwrap_or("-"),
+                rule = out.rule.as_deref().unwrap_or("-"),
+                "request denied"
+            ),
+            Decision::Unavailable(_) => tracing::warn!(
+                detail = %out.detail,
+                iss = out.iss.as_deref().unwrap_or("-"),
+                token = out.token_id.as_deref().unwrap_or("-"),
+                "check undecidable; answering UNAVAILABLE"
+            ),
+        }
+        out.decision.into_response().map(Response::new)
+    }
+}

@@ -1,0 +1,43 @@
+//! `veto check-rules` and `veto check-config`: the same validation `serve` runs, for CI on
+//! ConfigMap changes. Each returns a one-line summary or the error to print.
+
+use std::path::Path;
+
+use crate::config::{Config, ConfigError};
+use crate::jwt::jwks::{self, KeyError};
+use crate::revocation::parse::{self, RulesError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+}
+
+/// Validates a rules file.
+pub fn check_rules(file: &Path) -> Result<String, CheckError> {
+    let table = parse::load_file(file)?;
+    Ok(format!("{}: ok, {} rules", file.display(), table.len()))
+}
+
+/// Validates a config file, every key file and the rules file it names.
+pub fn check_config(file: &Path) -> Result<String, CheckError> {
+    let config = Config::load(file)?;
+    let mut keys = 0;
+    for issuer in &config.issuers {
+        let loaded = jwks::load_issuer(issuer)?;
+        keys += loaded.keys.len();
+    }
+    let rules = match &config.revocation.file {
+        Some(f) => format!(", {} rules", parse::load_file(f)?.len()),
+        None => String::new(),
+    };
+    Ok(format!(
+        "{}: ok, {} issuers, {keys} keys{rules}",
+        file.display(),
+        config.issuers.len()
+    ))
+}

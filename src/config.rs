@@ -1,0 +1,504 @@
+//! The YAML config of SPEC §2: raw serde structs in, a validated [`Config`] out.
+//!
+//! Parse, don't validate: after [`Config::load`] every path is absolute, every duration a
+//! [`Duration`], every algorithm a [`jsonwebtoken::Algorithm`], and the rest of veto never
+//! re-checks a string from this file. Errors name the file and the field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+
+/// Default clock skew allowed on `exp`, `nbf` and `iat` (SPEC §2).
+const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+
+/// A config file that cannot be used, with the file and field named.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Syntax { file: PathBuf, message: String },
+    #[error("{file}: {field}: {message}")]
+    Field {
+        file: PathBuf,
+        field: String,
+        message: String,
+    },
+}
+
+/// Where the Check service listens: TCP, or a Unix socket (`unix:/run/veto/veto.sock`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(addr) => write!(f, "{addr}"),
+            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// The validated configuration veto runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this config came from; relative paths inside it were resolved against its
+    /// directory, so `veto serve` behaves the same whatever the working directory.
+    pub source: PathBuf,
+    pub grpc: GrpcConfig,
+    pub admin: AdminConfig,
+    pub issuers: Vec<IssuerConfig>,
+    pub token: TokenConfig,
+    pub revocation: RevocationConfig,
+    pub forward: ForwardConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct GrpcConfig {
+    pub listen: Listen,
+    /// Permissions of the Unix socket, so an Envoy running as another user of the pod's
+    /// `fsGroup` can connect.
+    pub socket_mode: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub jwks_file: Option<PathBuf>,
+    pub hmac_secret_file: Option<PathBuf>,
+    /// Empty means "every algorithm the keys allow".
+    pub algorithms: Vec<Algorithm>,
+    pub leeway: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    /// Lower-cased, as Envoy sends header names.
+    pub header: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RevocationConfig {
+    pub file: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub session_claim: String,
+    pub max_token_lifetime: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ForwardConfig {
+    /// claim name -> header name (lower-cased).
+    pub claims_to_headers: BTreeMap<String, String>,
+}
+
+// ---- raw file shape -------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    grpc: RawGrpc,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    token: RawToken,
+    #[serde(default)]
+    revocation: RawRevocation,
+    #[serde(default)]
+    forward: RawForward,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGrpc {
+    listen: Option<String>,
+    socket_mode: Option<RawScalar>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    issuer: String,
+    #[serde(default)]
+    audiences: Vec<String>,
+    jwks_file: Option<PathBuf>,
+    jwks_uri: Option<String>,
+    hmac_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    algorithms: Vec<String>,
+    leeway_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    header: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRevocation {
+    file: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    session_claim: Option<String>,
+    max_token_lifetime: Option<RawScalar>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawForward {
+    #[serde(default)]
+    claims_to_headers: BTreeMap<String, String>,
+}
+
+/// A YAML scalar that may be written as a number or a string (`24h` or `86400`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawScalar {
+    Int(u64),
+    Str(String),
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, file)
+    }
+
+    /// Validates config text; `file` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = yaml_serde::from_str(text).map_err(|e| ConfigError::Syntax {
+            file: file.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let base = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let fields = Fields { file, base: &base };
+        fields.build(raw)
+    }
+}
+
+/// Validation context: the file (for errors) and its directory (for relative paths).
+struct Fields<'a> {
+    file: &'a Path,
+    base: &'a Path,
+}
+
+impl Fields<'_> {
+    fn err(&self, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Field {
+            file: self.file.to_path_buf(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn path(&self, p: PathBuf) -> PathBuf {
+        if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let grpc_listen = raw.grpc.listen.as_deref().unwrap_or("127.0.0.1:9191");
+        let listen = parse_listen(grpc_listen)
+            .ok_or_else(|| self.err("grpc.listen", "expected HOST:PORT or unix:/path/to.sock"))?;
+        let socket_mode = match raw.grpc.socket_mode {
+            None => 0o660,
+            Some(RawScalar::Str(s)) => u32::from_str_radix(s.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| {
+                    self.err("grpc.socket_mode", "expected an octal mode like \"0660\"")
+                })?,
+            // YAML reads an unquoted 0660 as the decimal digits 660: take them as octal digits,
+            // which is what the writer meant.
+            Some(RawScalar::Int(n)) => u32::from_str_radix(&n.to_string(), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| {
+                    self.err("grpc.socket_mode", "expected an octal mode like \"0660\"")
+                })?,
+        };
+        let admin_listen = raw.admin.listen.as_deref().unwrap_or("127.0.0.1:9192");
+        let admin = AdminConfig {
+            listen: admin_listen
+                .parse()
+                .map_err(|_| self.err("admin.listen", "expected HOST:PORT, e.g. 127.0.0.1:9192"))?,
+            token_file: raw.admin.token_file.map(|p| self.path(p)),
+        };
+
+        if raw.issuers.is_empty() {
+            return Err(self.err("issuers", "at least one issuer is required"));
+        }
+        let mut issuers = Vec::with_capacity(raw.issuers.len());
+        for (i, ri) in raw.issuers.into_iter().enumerate() {
+            let issuer = self.issuer(i, ri)?;
+            if issuers
+                .iter()
+                .any(|o: &IssuerConfig| o.issuer == issuer.issuer)
+            {
+                return Err(self.err(
+                    format!("issuers[{i}].issuer"),
+                    format!("`{}` is listed twice", issuer.issuer),
+                ));
+            }
+            issuers.push(issuer);
+        }
+
+        let header = raw
+            .token
+            .header
+            .unwrap_or_else(|| "authorization".to_string())
+            .to_ascii_lowercase();
+        if !is_header_name(&header) {
+            return Err(self.err("token.header", "not a valid HTTP header name"));
+        }
+
+        let session_claim = raw.revocation.session_claim.unwrap_or_else(|| "jti".into());
+        if session_claim.is_empty() {
+            return Err(self.err("revocation.session_claim", "must not be empty"));
+        }
+        let max_token_lifetime = match raw.revocation.max_token_lifetime {
+            None => None,
+            Some(s) => Some(self.duration("revocation.max_token_lifetime", s)?),
+        };
+        let revocation = RevocationConfig {
+            file: raw.revocation.file.map(|p| self.path(p)),
+            state_dir: raw.revocation.state_dir.map(|p| self.path(p)),
+            session_claim,
+            max_token_lifetime,
+        };
+
+        let mut claims_to_headers = BTreeMap::new();
+        for (claim, header) in raw.forward.claims_to_headers {
+            let header = header.to_ascii_lowercase();
+            if !is_header_name(&header) || header.starts_with(':') {
+                return Err(self.err(
+                    format!("forward.claims_to_headers.{claim}"),
+                    format!("`{header}` is not a valid HTTP header name"),
+                ));
+            }
+            claims_to_headers.insert(claim, header);
+        }
+
+        Ok(Config {
+            source: self.file.to_path_buf(),
+            grpc: GrpcConfig {
+                listen,
+                socket_mode,
+            },
+            admin,
+            issuers,
+            token: TokenConfig { header },
+            revocation,
+            forward: ForwardConfig { claims_to_headers },
+        })
+    }
+
+    fn issuer(&self, i: usize, raw: RawIssuer) -> Result<IssuerConfig, ConfigError> {
+        let at = |field: &str| format!("issuers[{i}].{field}");
+        if raw.issuer.is_empty() {
+            return Err(self.err(at("issuer"), "must not be empty"));
+        }
+        if raw.jwks_uri.is_some() {
+            return Err(self.err(
+                at("jwks_uri"),
+                "fetching keys from a URL is not supported by this version of veto; use jwks_file",
+            ));
+        }
+        if raw.jwks_file.is_none() && raw.hmac_secret_file.is_none() {
+            return Err(self.err(
+                at("jwks_file"),
+                "each issuer needs keys: set jwks_file or hmac_secret_file",
+            ));
+        }
+        let mut algorithms = Vec::with_capacity(raw.algorithms.len());
+        for (j, name) in raw.algorithms.iter().enumerate() {
+            let alg = Algorithm::from_str(name).map_err(|_| {
+                self.err(
+                    at(&format!("algorithms[{j}]")),
+                    format!(
+                        "`{name}` is not a supported algorithm (RS256/384/512, PS256/384/512, ES256/384, EdDSA, HS256/384/512)"
+                    ),
+                )
+            })?;
+            algorithms.push(alg);
+        }
+        if raw.audiences.iter().any(String::is_empty) {
+            return Err(self.err(at("audiences"), "an audience must not be empty"));
+        }
+        Ok(IssuerConfig {
+            issuer: raw.issuer,
+            audiences: raw.audiences,
+            jwks_file: raw.jwks_file.map(|p| self.path(p)),
+            hmac_secret_file: raw.hmac_secret_file.map(|p| self.path(p)),
+            algorithms,
+            leeway: raw
+                .leeway_seconds
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_LEEWAY),
+        })
+    }
+
+    fn duration(&self, field: &str, raw: RawScalar) -> Result<Duration, ConfigError> {
+        match raw {
+            RawScalar::Int(n) => Ok(Duration::from_secs(n)),
+            RawScalar::Str(s) => parse_duration(&s).ok_or_else(|| {
+                self.err(
+                    field,
+                    format!("`{s}` is not a duration like 30s, 15m, 24h or seconds"),
+                )
+            }),
+        }
+    }
+}
+
+/// Parses `30s`, `15m`, `24h`, `7d` or plain integer seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+fn parse_listen(s: &str) -> Option<Listen> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        if path.is_empty() {
+            return None;
+        }
+        return Some(Listen::Unix(PathBuf::from(path)));
+    }
+    s.parse().ok().map(Listen::Tcp)
+}
+
+/// RFC 9110 token characters, which is what a header name may contain.
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Config, ConfigError> {
+        Config::parse(yaml, Path::new("/etc/veto/config.yaml"))
+    }
+
+    #[test]
+    fn a_minimal_config_gets_the_documented_defaults() {
+        let c = parse("issuers: [{issuer: https://a, jwks_file: jwks.json}]").unwrap();
+        assert_eq!(
+            c.grpc.listen,
+            Listen::Tcp("127.0.0.1:9191".parse().unwrap())
+        );
+        assert_eq!(c.admin.listen, "127.0.0.1:9192".parse().unwrap());
+        assert_eq!(c.token.header, "authorization");
+        assert_eq!(c.revocation.session_claim, "jti");
+        assert_eq!(c.issuers[0].leeway, Duration::from_secs(30));
+        assert_eq!(
+            c.issuers[0].jwks_file.as_deref(),
+            Some(Path::new("/etc/veto/jwks.json"))
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_that_name_the_field() {
+        let e = parse("issuers: [{issuer: a, jwks_file: j, colour: red}]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_algorithm_is_named_with_its_position() {
+        let e = parse("issuers: [{issuer: a, jwks_file: j, algorithms: [RS256, none]}]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("issuers[0].algorithms[1]"), "{e}");
+    }
+
+    #[test]
+    fn an_issuer_without_keys_is_rejected() {
+        let e = parse("issuers: [{issuer: a}]").unwrap_err().to_string();
+        assert!(e.contains("issuers[0].jwks_file"), "{e}");
+    }
+
+    #[test]
+    fn no_issuer_is_rejected() {
+        assert!(parse("grpc: {listen: 127.0.0.1:1}").is_err());
+    }
+
+    #[test]
+    fn unix_listeners_and_durations_parse() {
+        let c = parse(
+            "grpc: {listen: unix:/run/veto/veto.sock, socket_mode: \"0600\"}\n\
+             issuers: [{issuer: a, hmac_secret_file: /k}]\n\
+             revocation: {max_token_lifetime: 24h}",
+        )
+        .unwrap();
+        assert_eq!(c.grpc.listen, Listen::Unix("/run/veto/veto.sock".into()));
+        assert_eq!(c.grpc.socket_mode, 0o600);
+        assert_eq!(
+            c.revocation.max_token_lifetime,
+            Some(Duration::from_secs(86_400))
+        );
+    }
+
+    #[test]
+    fn durations_accept_units_and_plain_seconds() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1y"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+}

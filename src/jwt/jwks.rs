@@ -1,0 +1,206 @@
+//! Key files: a JWK Set (`jwks_file`) and an HMAC secret (`hmac_secret_file`), read into
+//! [`IssuerKeys`] with the algorithms each key may verify.
+//!
+//! A key that cannot be used (unsupported type, `use: enc`, malformed) is skipped with a
+//! warning rather than failing the whole set, as identity providers publish such keys beside
+//! the signing ones; a file with no usable key at all is an error, so a garbage file never
+//! replaces good keys.
+
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use serde_json::Value;
+
+use super::{IssuerKeys, Key};
+use crate::config::IssuerConfig;
+
+/// Key files are small; a larger one is a mistake, not a key set.
+const MAX_KEY_FILE_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{}: cannot read: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", file.display())]
+    Invalid { file: PathBuf, message: String },
+}
+
+/// Keys read from one issuer's files, and the keys that were skipped and why.
+pub struct Loaded {
+    pub keys: IssuerKeys,
+    pub skipped: Vec<String>,
+}
+
+/// Reads every key file of an issuer.
+pub fn load_issuer(config: &IssuerConfig) -> Result<Loaded, KeyError> {
+    let mut loaded = Loaded {
+        keys: IssuerKeys::default(),
+        skipped: Vec::new(),
+    };
+    if let Some(file) = &config.jwks_file {
+        let bytes = read(file)?;
+        let (keys, skipped) = parse_jwks(&bytes, file)?;
+        loaded.keys.keys = keys;
+        loaded.skipped = skipped;
+    }
+    if let Some(file) = &config.hmac_secret_file {
+        let bytes = read(file)?;
+        loaded.keys.hmac = Some(hmac_key(&bytes, file)?);
+    }
+    Ok(loaded)
+}
+
+/// The files an issuer's keys come from, for the watcher.
+pub fn key_files(config: &IssuerConfig) -> Vec<PathBuf> {
+    config
+        .jwks_file
+        .iter()
+        .chain(config.hmac_secret_file.iter())
+        .cloned()
+        .collect()
+}
+
+fn read(file: &Path) -> Result<Vec<u8>, KeyError> {
+    use std::io::Read;
+    let err = |source| KeyError::Read {
+        file: file.to_path_buf(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .map_err(err)?
+        .take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(err)?;
+    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(KeyError::Invalid {
+            file: file.to_path_buf(),
+            message: format!("larger than {MAX_KEY_FILE_BYTES} bytes"),
+        });
+    }
+    Ok(bytes)
+}
+
+/// An HMAC secret: the file's raw bytes, one trailing newline dropped (SPEC §2).
+pub fn hmac_key(bytes: &[u8], file: &Path) -> Result<Key, KeyError> {
+    let secret = bytes
+        .strip_suffix(b"\r\n")
+        .or_else(|| bytes.strip_suffix(b"\n"))
+        .unwrap_or(bytes);
+    if secret.is_empty() {
+        return Err(KeyError::Invalid {
+            file: file.to_path_buf(),
+            message: "the HMAC secret is empty".into(),
+        });
+    }
+    Ok(Key {
+        kid: None,
+        key: DecodingKey::from_secret(secret),
+        algorithms: AlgorithmFamily::Hmac.algorithms().to_vec(),
+    })
+}
+
+/// Parses a JWK Set document, keeping each usable signing key.
+pub fn parse_jwks(bytes: &[u8], file: &Path) -> Result<(Vec<Key>, Vec<String>), KeyError> {
+    let invalid = |message: String| KeyError::Invalid {
+        file: file.to_path_buf(),
+        message,
+    };
+    let doc: Value =
+        serde_json::from_slice(bytes).map_err(|e| invalid(format!("not a JSON JWK Set: {e}")))?;
+    let Some(entries) = doc.get("keys").and_then(Value::as_array) else {
+        return Err(invalid("not a JWK Set: expected {\"keys\": [...]}".into()));
+    };
+    let mut keys = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        match signing_key(entry) {
+            Ok(key) => {
+                if key.kid.is_some() && keys.iter().any(|k: &Key| k.kid == key.kid) {
+                    skipped.push(format!("keys[{i}]: duplicate kid; the first one is used"));
+                } else {
+                    keys.push(key);
+                }
+            }
+            Err(why) => skipped.push(format!("keys[{i}]: {why}")),
+        }
+    }
+    if keys.is_empty() {
+        let detail = if skipped.is_empty() {
+            "the set is empty".to_string()
+        } else {
+            skipped.join("; ")
+        };
+        return Err(invalid(format!("no usable signing key ({detail})")));
+    }
+    Ok((keys, skipped))
+}
+
+/// One JWK as a verification key, or why it is not one.
+fn signing_key(entry: &Value) -> Result<Key, String> {
+    let jwk: Jwk =
+        serde_json::from_value(entry.clone()).map_err(|e| format!("malformed JWK: {e}"))?;
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return Err("use is enc, not sig".into());
+    }
+    let kid = jwk.common.key_id.clone();
+    // The algorithms the key type can verify: the algorithm comes from the key, never from
+    // the token (RFC 8725 §3.1).
+    let family_algs: Vec<Algorithm> = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa.algorithms().to_vec(),
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => vec![Algorithm::ES256],
+            EllipticCurve::P384 => vec![Algorithm::ES384],
+            ref other => return Err(format!("curve {other:?} is not supported")),
+        },
+        AlgorithmParameters::OctetKeyPair(p) => match p.curve {
+            EllipticCurve::Ed25519 => vec![Algorithm::EdDSA],
+            ref other => return Err(format!("curve {other:?} is not supported")),
+        },
+        AlgorithmParameters::OctetKey(_) => {
+            return Err(
+                "symmetric (oct) keys do not belong in a JWK Set; use hmac_secret_file".into(),
+            );
+        }
+        _ => return Err("unsupported key type".into()),
+    };
+    let algorithms = match jwk.common.key_algorithm {
+        None => family_algs,
+        Some(declared) => {
+            let alg = signature_algorithm(declared)
+                .ok_or_else(|| format!("alg {declared:?} is not a signature algorithm"))?;
+            if !family_algs.contains(&alg) {
+                return Err(format!("alg {declared:?} does not fit the key type"));
+            }
+            vec![alg]
+        }
+    };
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key material: {e}"))?;
+    Ok(Key {
+        kid,
+        key,
+        algorithms,
+    })
+}
+
+fn signature_algorithm(a: KeyAlgorithm) -> Option<Algorithm> {
+    Some(match a {
+        KeyAlgorithm::HS256 => Algorithm::HS256,
+        KeyAlgorithm::HS384 => Algorithm::HS384,
+        KeyAlgorithm::HS512 => Algorithm::HS512,
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        _ => return None,
+    })
+}

@@ -1,0 +1,374 @@
+//! JWT verification: which issuer, which key, which algorithm, and the time and audience
+//! claims (SPEC §2, §4).
+//!
+//! The algorithm policy is the security core here. The algorithm is taken from the key, not
+//! trusted from the token: a token's `alg` must be one its key's type allows (and the JWK's
+//! own `alg`, and the issuer's allow-list). So an HS256 token can never be checked against an
+//! RSA public key used as an HMAC secret (algorithm confusion), and `alg: none` is not an
+//! algorithm at all. Keys are read through `arc-swap`: a key file reload never blocks a Check.
+
+pub mod jwks;
+pub mod mint;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::{Map, Value};
+
+use crate::config::IssuerConfig;
+use crate::decision::Reason;
+use crate::revocation::UnixTime;
+
+/// Longest token accepted. Real JWTs are well under 4 KiB; anything much larger is an attack
+/// on the parser or a mistake, and Envoy's own header limit is 60 KiB.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// One verification key and the algorithms it may be used with.
+#[derive(Clone)]
+pub struct Key {
+    pub kid: Option<String>,
+    pub key: DecodingKey,
+    /// Never empty; always within the key type's family.
+    pub algorithms: Vec<Algorithm>,
+}
+
+/// The keys of one issuer, as loaded from its key files at one moment.
+#[derive(Clone, Default)]
+pub struct IssuerKeys {
+    /// Keys from the JWK Set.
+    pub keys: Vec<Key>,
+    /// The HMAC secret, when `hmac_secret_file` is set.
+    pub hmac: Option<Key>,
+}
+
+impl IssuerKeys {
+    pub fn len(&self) -> usize {
+        self.keys.len() + usize::from(self.hmac.is_some())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The key that must verify a token with this `alg` and `kid`, or why there is none.
+    fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<&Key, Failure> {
+        let allows = |k: &&Key| k.algorithms.contains(&alg);
+        if let Some(kid) = kid
+            && let Some(key) = self.keys.iter().find(|k| k.kid.as_deref() == Some(kid))
+        {
+            return if allows(&key) {
+                Ok(key)
+            } else {
+                Err(Failure::new(
+                    Reason::AlgorithmNotAllowed,
+                    format!("key {kid} does not allow {alg:?}"),
+                ))
+            };
+        }
+        // The one HMAC secret has no kid; issuers that stamp one on HS tokens still match it.
+        if let Some(hmac) = self.hmac.as_ref().filter(allows) {
+            return Ok(hmac);
+        }
+        if let Some(kid) = kid {
+            return Err(Failure::new(
+                Reason::UnknownKey,
+                format!("no key with kid {kid}"),
+            ));
+        }
+        let mut fitting = self.keys.iter().filter(allows);
+        match (fitting.next(), fitting.next()) {
+            (Some(key), None) => Ok(key),
+            (Some(_), Some(_)) => Err(Failure::new(
+                Reason::UnknownKey,
+                "the token has no kid and several keys fit",
+            )),
+            (None, _) => Err(Failure::new(
+                Reason::AlgorithmNotAllowed,
+                format!("no key of this issuer allows {alg:?}"),
+            )),
+        }
+    }
+}
+
+/// One configured issuer: its policy and its current keys.
+pub struct Issuer {
+    pub config: IssuerConfig,
+    /// None until the first successful load. Loaders swap in whole new key sets.
+    pub keys: ArcSwapOption<IssuerKeys>,
+}
+
+/// A token that passed every check, with what the rest of the request path needs.
+#[derive(Debug)]
+pub struct Verified {
+    pub alg: Algorithm,
+    pub claims: Map<String, Value>,
+    pub iss: String,
+    pub iat: Option<UnixTime>,
+}
+
+impl Verified {
+    pub fn str_claim(&self, name: &str) -> Option<&str> {
+        self.claims.get(name).and_then(Value::as_str)
+    }
+}
+
+/// Why a token was not verified: the reason for the client, the detail for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: Reason,
+    pub detail: String,
+    /// The token's issuer and subject as claimed, for the log (unverified).
+    pub iss: Option<String>,
+    pub sub: Option<String>,
+}
+
+impl Failure {
+    fn new(reason: Reason, detail: impl Into<String>) -> Failure {
+        Failure {
+            reason,
+            detail: detail.into(),
+            iss: None,
+            sub: None,
+        }
+    }
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyError {
+    /// The token is bad: deny it with this reason.
+    Denied(Failure),
+    /// veto cannot decide (e.g. an issuer's keys were never loaded): SPEC §4 answers the
+    /// gRPC status `UNAVAILABLE` so Envoy applies its own failure mode.
+    Undecidable(String),
+}
+
+/// Every configured issuer, by `iss`.
+pub struct Verifier {
+    issuers: HashMap<String, Arc<Issuer>>,
+}
+
+#[derive(serde::Deserialize)]
+struct JoseHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    /// RFC 7515 §4.1.11: a token that marks an extension critical must be rejected by a
+    /// verifier that does not understand it, and veto understands none.
+    #[serde(default)]
+    crit: Option<Value>,
+}
+
+impl Verifier {
+    pub fn new(configs: &[IssuerConfig]) -> Verifier {
+        let issuers = configs
+            .iter()
+            .map(|c| {
+                let issuer = Issuer {
+                    config: c.clone(),
+                    keys: ArcSwapOption::empty(),
+                };
+                (c.issuer.clone(), Arc::new(issuer))
+            })
+            .collect();
+        Verifier { issuers }
+    }
+
+    pub fn issuer(&self, iss: &str) -> Option<&Arc<Issuer>> {
+        self.issuers.get(iss)
+    }
+
+    pub fn issuers(&self) -> impl Iterator<Item = &Arc<Issuer>> {
+        self.issuers.values()
+    }
+
+    /// Verifies a compact JWS at `now`. Pure apart from reading the current keys.
+    pub fn verify(&self, token: &str, now: UnixTime) -> Result<Verified, VerifyError> {
+        let mut iss_sub = (None, None);
+        self.verify_inner(token, now, &mut iss_sub)
+            .map_err(|e| match e {
+                VerifyError::Denied(mut f) => {
+                    (f.iss, f.sub) = iss_sub;
+                    VerifyError::Denied(f)
+                }
+                other => other,
+            })
+    }
+
+    fn verify_inner(
+        &self,
+        token: &str,
+        now: UnixTime,
+        iss_sub: &mut (Option<String>, Option<String>),
+    ) -> Result<Verified, VerifyError> {
+        let malformed = |d: &str| VerifyError::Denied(Failure::new(Reason::MalformedToken, d));
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(malformed("token longer than 16 KiB"));
+        }
+        let mut parts = token.split('.');
+        let (Some(h64), Some(p64), Some(s64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed("not three dot-separated parts"));
+        };
+        let header: JoseHeader =
+            decode_part(h64).ok_or_else(|| malformed("header is not base64url JSON"))?;
+        let claims: Map<String, Value> =
+            decode_part(p64).ok_or_else(|| malformed("payload is not a base64url JSON object"))?;
+        if s64.is_empty() {
+            return Err(malformed("empty signature"));
+        }
+        let iss = claims.get("iss").and_then(Value::as_str);
+        iss_sub.0 = iss.map(str::to_owned);
+        iss_sub.1 = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
+        if header.crit.is_some() {
+            return Err(malformed(
+                "header has crit extensions veto does not understand",
+            ));
+        }
+        let alg: Algorithm = header.alg.parse().map_err(|_| {
+            VerifyError::Denied(Failure::new(
+                Reason::AlgorithmNotAllowed,
+                format!(
+                    "alg {:?} is not a signature algorithm veto accepts",
+                    header.alg
+                ),
+            ))
+        })?;
+
+        let Some(iss) = iss else {
+            return Err(VerifyError::Denied(Failure::new(
+                Reason::UnknownIssuer,
+                "no iss claim",
+            )));
+        };
+        let issuer = self.issuers.get(iss).ok_or_else(|| {
+            VerifyError::Denied(Failure::new(
+                Reason::UnknownIssuer,
+                "iss is not a configured issuer",
+            ))
+        })?;
+        let policy = &issuer.config;
+        if !policy.algorithms.is_empty() && !policy.algorithms.contains(&alg) {
+            return Err(VerifyError::Denied(Failure::new(
+                Reason::AlgorithmNotAllowed,
+                format!("{alg:?} is not in the issuer's algorithms"),
+            )));
+        }
+        let keys = issuer.keys.load();
+        let Some(keys) = keys.as_ref() else {
+            return Err(VerifyError::Undecidable(format!(
+                "the keys of issuer {iss} are not loaded yet"
+            )));
+        };
+        let key = keys
+            .select(alg, header.kid.as_deref())
+            .map_err(VerifyError::Denied)?;
+
+        let signed_len = h64.len() + 1 + p64.len();
+        let message = &token.as_bytes()[..signed_len];
+        match jsonwebtoken::crypto::verify(s64, message, &key.key, alg) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(VerifyError::Denied(Failure::new(
+                    Reason::InvalidSignature,
+                    "signature does not verify",
+                )));
+            }
+            Err(e) => {
+                let reason = match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::Base64(_) => Reason::MalformedToken,
+                    _ => Reason::InvalidSignature,
+                };
+                return Err(VerifyError::Denied(Failure::new(
+                    reason,
+                    format!("signature check failed: {e}"),
+                )));
+            }
+        }
+
+        let leeway = i64::try_from(policy.leeway.as_secs()).unwrap_or(i64::MAX);
+        let exp = numeric_claim(&claims, "exp").map_err(VerifyError::Denied)?;
+        let nbf = numeric_claim(&claims, "nbf").map_err(VerifyError::Denied)?;
+        let iat = numeric_claim(&claims, "iat").map_err(VerifyError::Denied)?;
+        let Some(exp) = exp else {
+            return Err(malformed("no exp claim; veto requires one"));
+        };
+        // RFC 7519 §4.1.4: the token must not be accepted on or after exp.
+        if now >= exp.saturating_add(leeway) {
+            return Err(VerifyError::Denied(Failure::new(
+                Reason::Expired,
+                format!("exp {exp}"),
+            )));
+        }
+        if let Some(nbf) = nbf
+            && now.saturating_add(leeway) < nbf
+        {
+            return Err(VerifyError::Denied(Failure::new(
+                Reason::NotYetValid,
+                format!("nbf {nbf}"),
+            )));
+        }
+        if let Some(iat) = iat
+            && now.saturating_add(leeway) < iat
+        {
+            return Err(VerifyError::Denied(Failure::new(
+                Reason::NotYetValid,
+                format!("iat {iat} is in the future"),
+            )));
+        }
+        if !policy.audiences.is_empty() && !audience_matches(claims.get("aud"), &policy.audiences) {
+            return Err(VerifyError::Denied(Failure::new(
+                Reason::WrongAudience,
+                "aud names none of the issuer's audiences",
+            )));
+        }
+        Ok(Verified {
+            alg,
+            iss: iss.to_owned(),
+            iat,
+            claims,
+        })
+    }
+}
+
+/// Decodes one base64url (no padding, RFC 7515 §2) JSON segment.
+fn decode_part<T: serde::de::DeserializeOwned>(segment: &str) -> Option<T> {
+    let bytes = URL_SAFE_NO_PAD.decode(segment).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// A NumericDate claim (RFC 7519 §2): absent is None; present and not a number is malformed.
+fn numeric_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<UnixTime>, Failure> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| f.floor() as i64)
+            })
+            .map(Some)
+            .ok_or_else(|| Failure::new(Reason::MalformedToken, format!("{name} is not a number"))),
+    }
+}
+
+/// RFC 7519 §4.1.3: `aud` is a string or an array of strings; one must be ours.
+fn audience_matches(aud: Option<&Value>, accepted: &[String]) -> bool {
+    match aud {
+        Some(Value::String(a)) => accepted.iter().any(|x| x == a),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|a| accepted.iter().any(|x| x == a)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

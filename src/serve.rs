@@ -1,0 +1,212 @@
+//! `veto serve`: load everything, refuse to start on anything invalid, then run the Check
+//! server and the admin server until SIGTERM.
+//!
+//! Start-up is all-or-nothing (SPEC §1): the config, every key file and the rules file are
+//! read and validated before a listener opens, so veto never serves a half-loaded state.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::Server;
+
+use crate::admin::{self, AdminState};
+use crate::authz::{Authz, CheckService, Policy};
+use crate::config::{Config, Listen};
+use crate::jwt::{Verifier, jwks};
+use crate::metrics::Metrics;
+use crate::readiness::Readiness;
+use crate::revocation::{RuleTable, parse};
+use crate::shutdown::Shutdown;
+use crate::sources::file::FileWatcher;
+use crate::sources::reload;
+use crate::state;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+
+/// Why `serve` could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Keys(#[from] jwks::KeyError),
+    #[error(transparent)]
+    Rules(#[from] parse::RulesError),
+    #[error("{what} {addr}: {source}")]
+    Listen {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot watch files: {0}")]
+    Watch(String),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("admin server failed: {0}")]
+    Admin(std::io::Error),
+}
+
+/// Runs the sidecar until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Readiness::default();
+    let starting = readiness.block();
+    let shutdown = Shutdown::on_signals().map_err(ServeError::Signals)?;
+    let mut watcher = FileWatcher::new().map_err(|e| ServeError::Watch(e.to_string()))?;
+
+    // Keys: every issuer loads before anything listens.
+    let verifier = Arc::new(Verifier::new(&config.issuers));
+    for issuer in verifier.issuers() {
+        let files = jwks::key_files(&issuer.config);
+        let fp = reload::keys_fingerprint(&files);
+        let loaded = jwks::load_issuer(&issuer.config)?;
+        for skipped in &loaded.skipped {
+            tracing::warn!(issuer = %issuer.config.issuer, key = %skipped, "key skipped");
+        }
+        metrics.keys_loaded(&issuer.config.issuer, loaded.keys.len());
+        tracing::info!(issuer = %issuer.config.issuer, keys = loaded.keys.len(), "keys loaded");
+        issuer.keys.store(Some(Arc::new(loaded.keys)));
+        for file in &files {
+            let changes = watcher
+                .watch(file)
+                .map_err(|e| ServeError::Watch(e.to_string()))?;
+            tokio::spawn(reload::follow_keys(
+                issuer.clone(),
+                changes,
+                fp,
+                metrics.clone(),
+            ));
+        }
+    }
+
+    // Rules: the file (when configured) must be valid to start.
+    let (file_rules, rules_fp) = match &config.revocation.file {
+        Some(file) => {
+            let fp = reload::rules_fingerprint(file);
+            let table = parse::load_file(file)?;
+            tracing::info!(file = %file.display(), rules = table.len(), "rules loaded");
+            (table, Some(fp))
+        }
+        None => (RuleTable::default(), None),
+    };
+    let (writer, handle) = state::writer(
+        file_rules,
+        RuleTable::default(),
+        config.revocation.max_token_lifetime,
+        metrics.clone(),
+    );
+    tokio::spawn(writer.run());
+    if let (Some(file), Some(fp)) = (&config.revocation.file, rules_fp) {
+        let changes = watcher
+            .watch(file)
+            .map_err(|e| ServeError::Watch(e.to_string()))?;
+        tokio::spawn(reload::follow_rules(
+            file.clone(),
+            changes,
+            fp,
+            handle.clone(),
+            metrics.clone(),
+        ));
+    }
+
+    let authz = Arc::new(Authz {
+        policy: Policy::from_config(&config),
+        verifier,
+        snapshot: handle.reader(),
+        metrics: metrics.clone(),
+    });
+
+    // Listeners bind before readiness flips, so /readyz never says yes to a port that is
+    // not open yet.
+    let admin_listener = TcpListener::bind(config.admin.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            what: "admin.listen",
+            addr: config.admin.listen.to_string(),
+            source,
+        })?;
+    let grpc = bind_grpc(&config).await?;
+    let admin_state = AdminState {
+        readiness: readiness.clone(),
+        metrics: metrics.clone(),
+    };
+    let admin_shutdown = shutdown.clone();
+    let admin_server = tokio::spawn(async move {
+        axum::serve(admin_listener, admin::router(admin_state))
+            .with_graceful_shutdown(admin_shutdown.wait())
+            .await
+    });
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AuthorizationServer<CheckService>>()
+        .await;
+    let router = Server::builder()
+        .add_service(health_service)
+        .add_service(AuthorizationServer::new(CheckService(authz)));
+    drop(starting);
+    tracing::info!(
+        grpc = %config.grpc.listen,
+        admin = %config.admin.listen,
+        "veto is serving"
+    );
+    let served = match grpc {
+        Bound::Tcp(l) => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(l), shutdown.clone().wait())
+                .await
+        }
+        Bound::Unix(l, path) => {
+            let out = router
+                .serve_with_incoming_shutdown(UnixListenerStream::new(l), shutdown.clone().wait())
+                .await;
+            let _ = std::fs::remove_file(&path);
+            out
+        }
+    };
+    served?;
+    match admin_server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(ServeError::Admin(e)),
+        Err(e) => return Err(ServeError::Admin(std::io::Error::other(e))),
+    }
+    // Keep the watcher alive until the servers are done.
+    drop(watcher);
+    tracing::info!("veto stopped");
+    Ok(())
+}
+
+enum Bound {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+async fn bind_grpc(config: &Config) -> Result<Bound, ServeError> {
+    let err = |source| ServeError::Listen {
+        what: "grpc.listen",
+        addr: config.grpc.listen.to_string(),
+        source,
+    };
+    match &config.grpc.listen {
+        Listen::Tcp(addr) => Ok(Bound::Tcp(TcpListener::bind(addr).await.map_err(err)?)),
+        Listen::Unix(path) => {
+            // A socket file left by a crash would make bind fail with "address in use";
+            // only a socket is removed, never a regular file someone put there.
+            use std::os::unix::fs::FileTypeExt;
+            if let Ok(meta) = std::fs::symlink_metadata(path)
+                && meta.file_type().is_socket()
+            {
+                std::fs::remove_file(path).map_err(err)?;
+            }
+            let listener = UnixListener::bind(path).map_err(err)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                path,
+                std::fs::Permissions::from_mode(config.grpc.socket_mode),
+            )
+            .map_err(err)?;
+            Ok(Bound::Unix(listener, path.clone()))
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Watching files that can change under us: the rules file, key files, the admin token.
+//!
+//! Kubernetes updates a ConfigMap or Secret volume by writing the new files into a fresh
+//! hidden directory (`..2026_11_22_14_58_25.123456`), pointing a new symlink `..data_tmp` at
+//! it, renaming that over `..data` (atomic), and only then deleting the old directory. The
+//! watched path (`rules.json -> ..data/rules.json`) never changes; its target does. So a
+//! watch on the file (or on `..data`) dies after the first update. We watch the parent
+//! directory, non-recursively, and treat events on our file name or on the kubelet's `..*`
+//! entries as "maybe changed"; other files in the directory are ignored. Bursts are
+//! debounced, the file is re-read through the symlink and compared by content hash, and a
+//! slow poll catches events that were missed (inotify queue overflow, exhausted watches).
+//! This module never writes into a watched directory.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_lc_rs::digest::{SHA256, digest};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::Notify;
+
+/// Quiet time after the last event before a file is re-read: a kubelet update is several
+/// renames in a few milliseconds, and an editor's save is a truncate and a write.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// A burst that never goes quiet is still read after this long.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
+
+/// Re-read even without an event this often, for events that were missed.
+pub const POLL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}: cannot watch its directory: {source}", path.display())]
+pub struct WatchError {
+    path: PathBuf,
+    source: notify::Error,
+}
+
+/// Files watched in one directory: file name -> who to wake.
+type Watched = HashMap<PathBuf, Vec<(OsString, Arc<Notify>)>>;
+
+/// One inotify (or platform) watcher shared by every watched file.
+pub struct FileWatcher {
+    watcher: RecommendedWatcher,
+    watched: Arc<Mutex<Watched>>,
+}
+
+impl FileWatcher {
+    pub fn new() -> Result<FileWatcher, notify::Error> {
+        let watched: Arc<Mutex<Watched>> = Arc::default();
+        let routes = watched.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Runs on notify's own thread, never on the request path.
+            let Ok(routes) = routes.lock() else { return };
+            match event {
+                Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
+                Ok(event) if !event.paths.is_empty() => {
+                    for path in &event.paths {
+                        wake_matching(&routes, path);
+                    }
+                }
+                // An error or an event without paths (a rescan): wake everyone.
+                _ => routes
+                    .values()
+                    .flatten()
+                    .for_each(|(_, notify)| notify.notify_one()),
+            }
+        })?;
+        Ok(FileWatcher { watcher, watched })
+    }
+
+    /// Starts watching `file` (through its parent directory); the returned [`Changes`]
+    /// resolves whenever it may have changed.
+    pub fn watch(&mut self, file: &Path) -> Result<Changes, WatchError> {
+        let err = |source| WatchError {
+            path: file.to_path_buf(),
+            source,
+        };
+        let dir = file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let name = file.file_name().map(OsString::from).unwrap_or_default();
+        let notify = Arc::new(Notify::new());
+        // The lock is released before `watch` is called: notify's event thread may be
+        // inside our callback waiting for this same lock, and `watch` waits for that thread.
+        let new_dir = {
+            let mut watched = self
+                .watched
+                .lock()
+                .map_err(|_| err(notify::Error::generic("watcher state poisoned")))?;
+            let files = watched.entry(dir.clone()).or_default();
+            files.push((name, notify.clone()));
+            files.len() == 1
+        };
+        if new_dir {
+            self.watcher
+                .watch(&dir, RecursiveMode::NonRecursive)
+                .map_err(err)?;
+        }
+        Ok(Changes { notify, poll: POLL })
+    }
+}
+
+fn wake_matching(routes: &Watched, path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let Some(files) = routes.get(dir) else { return };
+    // `..data`, `..data_tmp` and `..<timestamp>` are the kubelet's atomic-update machinery.
+    let kubelet = name.to_str().is_some_and(|n| n.starts_with(".."));
+    for (watched, notify) in files {
+        if kubelet || watched == name {
+            notify.notify_one();
+        }
+    }
+}
+
+/// "This file may have changed" notifications for one watched file.
+pub struct Changes {
+    notify: Arc<Notify>,
+    poll: Duration,
+}
+
+impl Changes {
+    /// Waits for the next (debounced) event, or the poll interval.
+    pub async fn next(&mut self) {
+        tokio::select! {
+            () = self.notify.notified() => {}
+            () = tokio::time::sleep(self.poll) => return,
+        }
+        let deadline = tokio::time::Instant::now() + MAX_DEBOUNCE;
+        loop {
+            tokio::select! {
+                () = self.notify.notified() => {}
+                () = tokio::time::sleep(DEBOUNCE) => return,
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+}
+
+/// A content fingerprint: a reload happens only when it changes.
+pub type Fingerprint = [u8; 32];
+
+/// SHA-256 over several parts (a read error's text counts as content, so a file that keeps
+/// failing the same way is reported once, not at every poll).
+pub fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Fingerprint {
+    let mut joined = Vec::new();
+    for p in parts {
+        joined.extend_from_slice(&(p.len() as u64).to_be_bytes());
+        joined.extend_from_slice(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, &joined).as_ref());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn changed_within(c: &mut Changes, d: Duration) -> bool {
+        tokio::time::timeout(d, c.next()).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_kubelet_style_symlink_swap_wakes_the_watch_and_unrelated_files_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("..v1")).unwrap();
+        std::fs::write(d.join("..v1/rules.json"), "1").unwrap();
+        std::os::unix::fs::symlink("..v1", d.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/rules.json", d.join("rules.json")).unwrap();
+
+        let mut w = FileWatcher::new().unwrap();
+        let mut changes = w.watch(&d.join("rules.json")).unwrap();
+
+        std::fs::write(d.join("unrelated.txt"), "x").unwrap();
+        assert!(!changed_within(&mut changes, Duration::from_millis(600)).await);
+
+        std::fs::create_dir(d.join("..v2")).unwrap();
+        std::fs::write(d.join("..v2/rules.json"), "2").unwrap();
+        std::os::unix::fs::symlink("..v2", d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        std::fs::remove_dir_all(d.join("..v1")).unwrap();
+        assert!(changed_within(&mut changes, Duration::from_secs(5)).await);
+        assert_eq!(std::fs::read_to_string(d.join("rules.json")).unwrap(), "2");
+    }
+
+    #[test]
+    fn fingerprints_separate_parts() {
+        assert_ne!(
+            fingerprint([b"ab".as_slice(), b"c".as_slice()]),
+            fingerprint([b"a".as_slice(), b"bc".as_slice()])
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! Reload loops: one task per watched source. Each re-reads its files when they may have
+//! changed, skips content it has already seen, validates the rest in full, and only then
+//! swaps it in. An invalid, truncated or deleted file keeps the last good state; the error
+//! is logged and counted (SPEC §3 "Reloading").
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::file::{Changes, Fingerprint, fingerprint};
+use crate::jwt::{Issuer, jwks};
+use crate::metrics::Metrics;
+use crate::revocation::parse;
+use crate::state::StateHandle;
+
+/// Fingerprint of a rules file as read now (errors count as content).
+pub fn rules_fingerprint(file: &std::path::Path) -> Fingerprint {
+    match parse::read_limited(file) {
+        Ok(bytes) => fingerprint([bytes.as_slice()]),
+        Err(e) => fingerprint([e.to_string().as_bytes()]),
+    }
+}
+
+/// Fingerprint of an issuer's key files as read now.
+pub fn keys_fingerprint(files: &[PathBuf]) -> Fingerprint {
+    let contents: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(f).unwrap_or_else(|e| e.to_string().into_bytes()))
+        .collect();
+    fingerprint(contents.iter().map(Vec::as_slice))
+}
+
+/// Follows the rules file until the writer stops.
+pub async fn follow_rules(
+    file: PathBuf,
+    mut changes: Changes,
+    mut last: Fingerprint,
+    state: StateHandle,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        changes.next().await;
+        let path = file.clone();
+        // Reading and parsing a large file is blocking work; keep it off the async workers
+        // that answer Checks.
+        let Ok((fp, parsed)) = tokio::task::spawn_blocking(move || {
+            let fp = rules_fingerprint(&path);
+            (fp, (fp != last).then(|| parse::load_file(&path)))
+        })
+        .await
+        else {
+            continue;
+        };
+        let Some(parsed) = parsed else { continue };
+        last = fp;
+        match parsed {
+            Ok(table) => {
+                let rules = table.len();
+                let Ok(version) = state.replace_file(table).await else {
+                    return;
+                };
+                metrics.rules_reload(true);
+                tracing::info!(file = %file.display(), rules, version, "rules file reloaded");
+            }
+            Err(error) => {
+                metrics.rules_reload(false);
+                tracing::error!(
+                    file = %file.display(),
+                    %error,
+                    "rules file rejected; the last good rules stay in force"
+                );
+            }
+        }
+    }
+}
+
+/// Follows one issuer's key files for the life of the process.
+pub async fn follow_keys(
+    issuer: Arc<Issuer>,
+    mut changes: Changes,
+    mut last: Fingerprint,
+    metrics: Arc<Metrics>,
+) {
+    let files = jwks::key_files(&issuer.config);
+    let name = issuer.config.issuer.clone();
+    loop {
+        changes.next().await;
+        let fp = keys_fingerprint(&files);
+        if fp == last {
+            continue;
+        }
+        last = fp;
+        match jwks::load_issuer(&issuer.config) {
+            Ok(loaded) => {
+                for skipped in &loaded.skipped {
+                    tracing::warn!(issuer = %name, key = %skipped, "key skipped");
+                }
+                let count = loaded.keys.len();
+                issuer.keys.store(Some(Arc::new(loaded.keys)));
+                metrics.keys_loaded(&name, count);
+                metrics.keys_reload(&name, true);
+                tracing::info!(issuer = %name, keys = count, "keys reloaded");
+            }
+            Err(error) => {
+                metrics.keys_reload(&name, false);
+                tracing::error!(
+                    issuer = %name,
+                    %error,
+                    "key file rejected; the last good keys stay in force"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The one place a revocation snapshot is built and published.
+//!
+//! A single writer task owns the rule layers. File reloads, pushes, deletes and expiry are
+//! all commands to it, so versions only grow and no pushed rule is lost to a racing reload.
+//! Commands that arrive together are applied together and published once (a burst of pushes
+//! costs one swap). Readers call [`SnapshotReader::load`]: an `arc-swap` load, no lock.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::revocation::{Rule, RuleTable, Selector, Snapshot, UnixTime};
+
+/// Commands waiting beyond this make senders wait: back-pressure, not unbounded memory.
+const QUEUE: usize = 1024;
+
+/// Longest sleep of the expiry timer, so a clock step is noticed within this time.
+const MAX_EXPIRY_SLEEP: Duration = Duration::from_secs(60);
+
+/// The current time as Unix seconds.
+pub fn unix_now() -> UnixTime {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Read access to the published snapshot, for the request path and the admin API.
+#[derive(Clone)]
+pub struct SnapshotReader(Arc<ArcSwap<Snapshot>>);
+
+impl SnapshotReader {
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.0.load()
+    }
+
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.0.load_full()
+    }
+}
+
+/// Why a delete did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    NotFound,
+    /// The rule comes from the rules file; only editing the file removes it.
+    FromFile,
+}
+
+/// The writer stopped (the process is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the snapshot writer has stopped")]
+pub struct WriterGone;
+
+enum Command {
+    ReplaceFile {
+        table: RuleTable,
+        done: oneshot::Sender<u64>,
+    },
+    Push {
+        rules: Vec<Rule>,
+        done: oneshot::Sender<u64>,
+    },
+    Delete {
+        selector: Selector,
+        iss: Option<String>,
+        done: oneshot::Sender<(DeleteOutcome, u64)>,
+    },
+}
+
+/// A handle to send changes to the writer.
+#[derive(Clone)]
+pub struct StateHandle {
+    tx: mpsc::Sender<Command>,
+    reader: SnapshotReader,
+}
+
+impl StateHandle {
+    pub fn reader(&self) -> SnapshotReader {
+        self.reader.clone()
+    }
+
+    /// Replaces the rules file's layer; resolves with the version that holds it.
+    pub async fn replace_file(&self, table: RuleTable) -> Result<u64, WriterGone> {
+        let (done, rx) = oneshot::channel();
+        self.send(Command::ReplaceFile { table, done }).await?;
+        rx.await.map_err(|_| WriterGone)
+    }
+
+    /// Adds rules to the pushed layer, all at once; resolves once they are published.
+    pub async fn push(&self, rules: Vec<Rule>) -> Result<u64, WriterGone> {
+        let (done, rx) = oneshot::channel();
+        self.send(Command::Push { rules, done }).await?;
+        rx.await.map_err(|_| WriterGone)
+    }
+
+    /// Deletes a pushed rule.
+    pub async fn delete(
+        &self,
+        selector: Selector,
+        iss: Option<String>,
+    ) -> Result<(DeleteOutcome, u64), WriterGone> {
+        let (done, rx) = oneshot::channel();
+        self.send(Command::Delete {
+            selector,
+            iss,
+            done,
+        })
+        .await?;
+        rx.await.map_err(|_| WriterGone)
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), WriterGone> {
+        self.tx.send(cmd).await.map_err(|_| WriterGone)
+    }
+}
+
+/// The writer's own state: the layers it last published.
+pub struct Writer {
+    rx: mpsc::Receiver<Command>,
+    published: Arc<ArcSwap<Snapshot>>,
+    file: Arc<RuleTable>,
+    pushed: RuleTable,
+    version: u64,
+    max_token_lifetime: Option<UnixTime>,
+    metrics: Arc<Metrics>,
+}
+
+/// Creates the writer with the initial layers published as version 1.
+pub fn writer(
+    file: RuleTable,
+    pushed: RuleTable,
+    max_token_lifetime: Option<Duration>,
+    metrics: Arc<Metrics>,
+) -> (Writer, StateHandle) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let max_token_lifetime =
+        max_token_lifetime.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let now = unix_now();
+    let file = Arc::new(file.pruned(now, max_token_lifetime));
+    let pushed = pushed.pruned(now, max_token_lifetime);
+    let snapshot = Snapshot {
+        version: 1,
+        file: file.clone(),
+        pushed: Arc::new(pushed.clone()),
+    };
+    metrics.snapshot_published(1, snapshot.file.len(), snapshot.pushed.len());
+    let published = Arc::new(ArcSwap::from_pointee(snapshot));
+    let handle = StateHandle {
+        tx,
+        reader: SnapshotReader(published.clone()),
+    };
+    let writer = Writer {
+        rx,
+        published,
+        file,
+        pushed,
+        version: 1,
+        max_token_lifetime,
+        metrics,
+    };
+    (writer, handle)
+}
+
+/// What to tell each sender once the batch is published.
+enum Reply {
+    Version(oneshot::Sender<u64>),
+    Delete(oneshot::Sender<(DeleteOutcome, u64)>, DeleteOutcome),
+}
+
+impl Writer {
+    /// Runs until every [`StateHandle`] is dropped.
+    pub async fn run(mut self) {
+        loop {
+            let sleep = self.until_next_expiry();
+            let first = tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => Some(cmd),
+                    None => return,
+                },
+                () = tokio::time::sleep(sleep) => None,
+            };
+            let mut replies = Vec::new();
+            let mut changed = false;
+            if let Some(cmd) = first {
+                changed |= self.apply(cmd, &mut replies);
+                // Coalesce whatever else is already queued into the same publish.
+                while replies.len() < QUEUE {
+                    match self.rx.try_recv() {
+                        Ok(cmd) => changed |= self.apply(cmd, &mut replies),
+                        Err(_) => break,
+                    }
+                }
+            }
+            changed |= self.prune();
+            if changed {
+                self.publish();
+            }
+            for reply in replies {
+                // A sender that gave up waiting is no error of ours.
+                match reply {
+                    Reply::Version(tx) => {
+                        let _ = tx.send(self.version);
+                    }
+                    Reply::Delete(tx, outcome) => {
+                        let _ = tx.send((outcome, self.version));
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, cmd: Command, replies: &mut Vec<Reply>) -> bool {
+        match cmd {
+            Command::ReplaceFile { table, done } => {
+                self.file = Arc::new(table);
+                replies.push(Reply::Version(done));
+                true
+            }
+            Command::Push { rules, done } => {
+                for rule in rules {
+                    self.pushed.insert(rule);
+                }
+                replies.push(Reply::Version(done));
+                true
+            }
+            Command::Delete {
+                selector,
+                iss,
+                done,
+            } => {
+                let outcome = if self.pushed.remove(&selector, iss.as_deref()) {
+                    DeleteOutcome::Deleted
+                } else if self.file.get(&selector, iss.as_deref()).is_some() {
+                    DeleteOutcome::FromFile
+                } else {
+                    DeleteOutcome::NotFound
+                };
+                replies.push(Reply::Delete(done, outcome));
+                outcome == DeleteOutcome::Deleted
+            }
+        }
+    }
+
+    /// Drops expired rules from both layers; true when anything went.
+    fn prune(&mut self) -> bool {
+        let now = unix_now();
+        let mut changed = false;
+        if self.file.has_prunable(now, self.max_token_lifetime) {
+            self.file = Arc::new(self.file.pruned(now, self.max_token_lifetime));
+            changed = true;
+        }
+        if self.pushed.has_prunable(now, self.max_token_lifetime) {
+            self.pushed = self.pushed.pruned(now, self.max_token_lifetime);
+            changed = true;
+        }
+        changed
+    }
+
+    fn until_next_expiry(&self) -> Duration {
+        let next = [
+            self.file.next_expiry(self.max_token_lifetime),
+            self.pushed.next_expiry(self.max_token_lifetime),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        match next {
+            None => MAX_EXPIRY_SLEEP,
+            Some(at) => {
+                let secs = at.saturating_sub(unix_now()).max(0);
+                Duration::from_secs(u64::try_from(secs).unwrap_or(0)).min(MAX_EXPIRY_SLEEP)
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        self.version += 1;
+        let snapshot = Snapshot {
+            version: self.version,
+            file: self.file.clone(),
+            pushed: Arc::new(self.pushed.clone()),
+        };
+        self.metrics
+            .snapshot_published(self.version, snapshot.file.len(), snapshot.pushed.len());
+        tracing::debug!(
+            version = self.version,
+            file_rules = snapshot.file.len(),
+            pushed_rules = snapshot.pushed.len(),
+            "snapshot published"
+        );
+        self.published.store(Arc::new(snapshot));
+    }
+
+    /// The pushed rules as they stand, for persistence.
+    pub fn pushed(&self) -> &RuleTable {
+        &self.pushed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::revocation::Scope;
+
+    fn sub(s: &str) -> Rule {
+        Rule {
+            selector: Selector::Sub(s.into()),
+            scope: Scope::new(None, None, None, None),
+        }
+    }
+
+    #[tokio::test]
+    async fn pushes_and_file_reloads_interleave_without_losing_rules() {
+        let (w, handle) = writer(
+            RuleTable::default(),
+            RuleTable::default(),
+            None,
+            Arc::default(),
+        );
+        tokio::spawn(w.run());
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let h = handle.clone();
+            tasks.push(tokio::spawn(async move {
+                if i % 10 == 0 {
+                    let mut t = RuleTable::default();
+                    t.insert(sub(&format!("file-{i}")));
+                    h.replace_file(t).await.unwrap();
+                } else {
+                    h.push(vec![sub(&format!("pushed-{i}"))]).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let snap = handle.reader().load_full();
+        assert_eq!(snap.pushed.len(), 180);
+        assert_eq!(snap.file.len(), 1);
+        assert!(snap.version > 1);
+    }
+
+    #[tokio::test]
+    async fn deleting_a_file_rule_is_refused_and_a_pushed_one_goes() {
+        let mut file = RuleTable::default();
+        file.insert(sub("f"));
+        let (w, handle) = writer(file, RuleTable::default(), None, Arc::default());
+        tokio::spawn(w.run());
+        let v1 = handle.push(vec![sub("p")]).await.unwrap();
+        let (o, _) = handle
+            .delete(Selector::Sub("f".into()), None)
+            .await
+            .unwrap();
+        assert_eq!(o, DeleteOutcome::FromFile);
+        let (o, v2) = handle
+            .delete(Selector::Sub("p".into()), None)
+            .await
+            .unwrap();
+        assert_eq!(o, DeleteOutcome::Deleted);
+        assert!(v2 > v1);
+        let (o, _) = handle
+            .delete(Selector::Sub("p".into()), None)
+            .await
+            .unwrap();
+        assert_eq!(o, DeleteOutcome::NotFound);
+    }
+}

@@ -1,0 +1,78 @@
+//! Test harness: the real `veto` binary, a real Envoy and an in-process echo app, each on
+//! free loopback ports, so tests can run in parallel.
+//!
+//! - `veto`: [`VetoDir`] (a temp dir to put keys and rules in) and [`Veto`] (`veto serve`).
+//! - `envoy`: [`Envoy`], started from the repository's own `envoy/envoy.yaml`.
+//! - `upstream`: [`EchoUpstream`], the app behind Envoy; it answers with the headers it got.
+//! - `pod`: [`Pod`], the three together, as a client meets them.
+//! - `responses`: what a client gets back: [`AppSaw`] and the SPEC §4 denial assertions.
+//! - `tokens`: [`Token`], JWTs signed with the keys in `tests/fixtures/keys/`.
+//! - `process`: the child-process plumbing `veto` and `envoy` share.
+//!
+//! Why every test starts its own processes: each `#[tokio::test]` runs on its own runtime,
+//! so the echo app (a task) cannot outlive its test, and a process kept in a `static` is
+//! never dropped, so it would outlive the test binary. Tests that need many cases share one
+//! pod inside one test instead.
+
+mod envoy;
+mod pod;
+mod process;
+mod responses;
+mod tokens;
+mod upstream;
+mod veto;
+
+pub use envoy::Envoy;
+pub use pod::Pod;
+pub use responses::{AppSaw, assert_denied, assert_denied_as_missing_token, denial_reason};
+pub use tokens::{
+    AUDIENCE, ISSUER, SUBJECT, Token, fixture_key_path, hmac_secret, now, other_rsa_key,
+    rsa_public_pem,
+};
+pub use upstream::EchoUpstream;
+pub use veto::{Veto, VetoDir};
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+/// How often [`poll_until`] looks again: short enough that tests wait little past the
+/// moment the condition holds, long enough not to busy-spin on two cores.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Polls `condition` until it is true or `timeout` has passed; returns whether it became
+/// true. Tests wait for a state (ready, reloaded) this way, never with a fixed sleep,
+/// which is either too short on a busy CI machine or wastes time everywhere else.
+pub async fn poll_until(timeout: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// A loopback address with a port that was free a moment ago: bind port 0, read what the
+/// kernel chose, release it. Another process could take it in between; the kernel hands
+/// out ephemeral ports in rotation, so that is rare, and a process that then fails to bind
+/// exits, which the readiness wait reports with its log.
+pub fn free_loopback_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
+    listener
+        .local_addr()
+        .expect("read the port the kernel chose")
+}
+
+/// The HTTP client for talking to Envoy and the admin API: no proxy (a `http_proxy` set
+/// in the environment must not capture loopback traffic) and a timeout, so a hung server
+/// fails the test instead of hanging it.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("build the test HTTP client")
+}

@@ -1,0 +1,94 @@
+//! A child process a test started (veto or Envoy): its output goes to files so a failing
+//! test can show it, it counts as started only once its readiness URL answers 200, and it
+//! is killed when the test ends, pass or fail.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use super::{http_client, poll_until};
+
+pub struct Process {
+    /// Used in messages and log file names: "veto", "envoy".
+    name: &'static str,
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    /// Set once a panic message has carried the log, so `drop` does not print it twice.
+    log_shown: bool,
+}
+
+impl Process {
+    /// Spawns `command` with stdout and stderr written to `<name>.stdout.log` and
+    /// `<name>.stderr.log` in `log_dir` (files, not pipes: a pipe nobody reads fills up
+    /// and blocks the child).
+    pub fn spawn(name: &'static str, mut command: Command, log_dir: &Path) -> Process {
+        let stdout = log_dir.join(format!("{name}.stdout.log"));
+        let stderr = log_dir.join(format!("{name}.stderr.log"));
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).expect("create the stdout log file"))
+            .stderr(File::create(&stderr).expect("create the stderr log file"))
+            .spawn()
+            .unwrap_or_else(|error| panic!("could not start {name} as {command:?}: {error}"));
+        Process {
+            name,
+            child,
+            stdout,
+            stderr,
+            log_shown: false,
+        }
+    }
+
+    /// Everything the process has printed so far, stdout then stderr.
+    pub fn log(&self) -> String {
+        let read = |path: &Path| fs::read_to_string(path).unwrap_or_else(|e| format!("({e})"));
+        format!(
+            "--- {name} stdout ---\n{}\n--- {name} stderr ---\n{}",
+            read(&self.stdout),
+            read(&self.stderr),
+            name = self.name,
+        )
+    }
+
+    /// Waits until `GET url` answers 200. Panics with the process's log when `timeout`
+    /// passes first, or at once when the process exits (a bad config, a taken port):
+    /// waiting out the timeout for a dead process only hides the reason.
+    pub async fn wait_until_ok(&mut self, url: &str, timeout: Duration) {
+        let http = http_client();
+        let mut exited: Option<ExitStatus> = None;
+        let child = &mut self.child;
+        let ready = poll_until(timeout, async || {
+            if let Some(status) = child.try_wait().expect("ask whether the child exited") {
+                exited = Some(status);
+                return true;
+            }
+            matches!(http.get(url).send().await, Ok(r) if r.status() == reqwest::StatusCode::OK)
+        })
+        .await;
+        let failure = match exited {
+            Some(status) => format!("{} exited ({status}) before {url} answered 200", self.name),
+            None if !ready => format!(
+                "{} did not answer 200 on {url} within {timeout:?}",
+                self.name
+            ),
+            None => return,
+        };
+        self.log_shown = true;
+        panic!("{failure}\n{}", self.log());
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Err only means it already exited; either way it is gone after wait().
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The test is failing: its output (which cargo shows for failed tests) should say
+        // what the process saw.
+        if std::thread::panicking() && !self.log_shown {
+            eprintln!("{}", self.log());
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The real `veto serve`, started from a config in a fresh temp dir, on free ports.
+//!
+//! A test first fills a [`VetoDir`] with the files its config names (keys, rules), then
+//! starts veto with a config that says `$GRPC_LISTEN` and `$ADMIN_LISTEN` where the
+//! addresses go; the harness fills in free loopback ports. `$DIR` expands to the temp
+//! dir's absolute path, for the rare field that wants one (e.g. `unix:$DIR/veto.sock`);
+//! relative paths in the config resolve against the config file's directory, which is
+//! this same dir.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::free_loopback_addr;
+use super::process::Process;
+use super::tokens::fixture_key_path;
+
+/// Placeholders a test's config uses instead of addresses it cannot know in advance.
+pub const GRPC_LISTEN: &str = "$GRPC_LISTEN";
+pub const ADMIN_LISTEN: &str = "$ADMIN_LISTEN";
+pub const DIR: &str = "$DIR";
+
+/// How long veto may take to load its keys and rules and report ready: generous, because
+/// a debug build on a CI machine compiling something else can be slow to start.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The temp dir a veto will run from, before it starts: write keys and rules here.
+pub struct VetoDir {
+    dir: TempDir,
+}
+
+impl Default for VetoDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl VetoDir {
+    pub fn new() -> VetoDir {
+        VetoDir {
+            dir: tempfile::Builder::new()
+                .prefix("veto-test-")
+                .tempdir()
+                .expect("create a temp dir for veto"),
+        }
+    }
+
+    /// Copies the test JWKS (`jwks.json`) and HMAC secret (`hs256.key`) from
+    /// `tests/fixtures/keys/` into the dir, under the same names.
+    pub fn with_fixture_keys(self) -> VetoDir {
+        for name in ["jwks.json", "hs256.key"] {
+            fs::copy(fixture_key_path(name), self.path().join(name))
+                .unwrap_or_else(|e| panic!("copy fixture key {name}: {e}"));
+        }
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `contents` to `relative_path` in the dir, creating parent directories.
+    pub fn write(&self, relative_path: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        write_file(self.path(), relative_path, contents.as_ref())
+    }
+
+    /// Starts `veto serve` with `config_yaml` (placeholders filled in) as `veto.yaml` in
+    /// this dir, and waits until `/readyz` answers 200.
+    pub async fn start(self, config_yaml: &str) -> Veto {
+        assert!(
+            config_yaml.contains(ADMIN_LISTEN),
+            "the test config must say `admin: {{listen: {ADMIN_LISTEN}}}`: the harness waits \
+             for /readyz on that port"
+        );
+        let grpc = free_loopback_addr();
+        let admin = free_loopback_addr();
+        let config = config_yaml
+            .replace(GRPC_LISTEN, &grpc.to_string())
+            .replace(ADMIN_LISTEN, &admin.to_string())
+            .replace(DIR, &self.path().to_string_lossy());
+        let config_path = self.write("veto.yaml", config);
+
+        // No current_dir: the child runs in the crate root, so a config path that wrongly
+        // resolves against the working directory instead of the config's directory fails.
+        let mut command = Command::new(env!("CARGO_BIN_EXE_veto"));
+        command.arg("serve").arg("--config").arg(&config_path);
+        let mut process = Process::spawn("veto", command, self.path());
+        process
+            .wait_until_ok(&format!("http://{admin}/readyz"), READY_TIMEOUT)
+            .await;
+
+        Veto {
+            process,
+            grpc,
+            admin,
+            config_path,
+            dir: self.dir,
+        }
+    }
+}
+
+/// A running, ready `veto serve`; killed on drop.
+pub struct Veto {
+    // Declared before `dir`, so the process is killed before its dir is deleted.
+    process: Process,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+    config_path: PathBuf,
+    dir: TempDir,
+}
+
+impl Veto {
+    /// Starts veto with `config_yaml` in an empty temp dir; see [`VetoDir`] to put files
+    /// there first.
+    pub async fn start(config_yaml: &str) -> Veto {
+        VetoDir::new().start(config_yaml).await
+    }
+
+    /// The address `$GRPC_LISTEN` was replaced with (meaningless when the config listens
+    /// on a Unix socket instead).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// `http://<admin>/<path>`, e.g. `veto.admin_url("/v1/rules")`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Writes `contents` to `relative_path` in veto's dir, e.g. to change the rules file
+    /// it watches. Not atomic: use a rename when a test needs the file to change at once.
+    pub fn write(&self, relative_path: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        write_file(self.dir(), relative_path, contents.as_ref())
+    }
+
+    /// Everything veto has logged so far.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+}
+
+fn write_file(dir: &Path, relative_path: &str, contents: &[u8]) -> PathBuf {
+    let path = dir.join(relative_path);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
+    }
+    fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    path
+}
