@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::admin::auth::{AdminAuth, TokenFileError};
 use crate::config::{Config, ConfigError};
 use crate::jwt::jwks::{self, KeyError};
 use crate::revocation::parse::{self, RulesError};
@@ -15,6 +16,8 @@ pub enum CheckError {
     Keys(#[from] KeyError),
     #[error(transparent)]
     Rules(#[from] RulesError),
+    #[error(transparent)]
+    AdminToken(#[from] TokenFileError),
 }
 
 /// Validates a rules file.
@@ -23,13 +26,17 @@ pub fn check_rules(file: &Path) -> Result<String, CheckError> {
     Ok(format!("{}: ok, {} rules", file.display(), table.len()))
 }
 
-/// Validates a config file, every key file and the rules file it names.
+/// Validates a config file, every key file, the admin token file and the rules file it
+/// names.
 pub fn check_config(file: &Path) -> Result<String, CheckError> {
     let config = Config::load(file)?;
     let mut keys = 0;
     for issuer in &config.issuers {
         let loaded = jwks::load_issuer(issuer)?;
         keys += loaded.keys.len();
+    }
+    if let Some(file) = &config.admin.token_file {
+        AdminAuth::load(file)?;
     }
     let rules = match &config.revocation.file {
         Some(f) => format!(", {} rules", parse::load_file(f)?.len()),

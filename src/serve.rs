@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
 
+use crate::admin::auth::{AdminAuth, TokenFileError};
 use crate::admin::{self, AdminState};
 use crate::authz::{Authz, CheckService, Policy};
 use crate::config::{Config, Listen};
@@ -20,6 +21,7 @@ use crate::readiness::Readiness;
 use crate::revocation::{RuleTable, parse};
 use crate::shutdown::Shutdown;
 use crate::sources::file::FileWatcher;
+use crate::sources::persist::{PersistError, StateDir};
 use crate::sources::reload;
 use crate::state;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
@@ -31,6 +33,10 @@ pub enum ServeError {
     Keys(#[from] jwks::KeyError),
     #[error(transparent)]
     Rules(#[from] parse::RulesError),
+    #[error(transparent)]
+    AdminToken(#[from] TokenFileError),
+    #[error("revocation.state_dir: {0}")]
+    State(#[from] PersistError),
     #[error("{what} {addr}: {source}")]
     Listen {
         what: &'static str,
@@ -90,11 +96,23 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         }
         None => (RuleTable::default(), None),
     };
+    // Pushed rules saved by the last run: a state file that cannot be read stops the start,
+    // never a silent start with nothing revoked.
+    let (state_dir, pushed) = match &config.revocation.state_dir {
+        Some(dir) => {
+            let state_dir = StateDir::open(dir)?;
+            let pushed = state_dir.load()?;
+            tracing::info!(file = %state_dir.file().display(), rules = pushed.len(), "pushed rules restored");
+            (Some(state_dir), pushed)
+        }
+        None => (None, RuleTable::default()),
+    };
     let (writer, handle) = state::writer(
         file_rules,
-        RuleTable::default(),
+        pushed,
         config.revocation.max_token_lifetime,
         metrics.clone(),
+        state_dir,
     );
     tokio::spawn(writer.run());
     if let (Some(file), Some(fp)) = (&config.revocation.file, rules_fp) {
@@ -117,6 +135,21 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         metrics: metrics.clone(),
     });
 
+    let admin_auth = match &config.admin.token_file {
+        Some(file) => {
+            let auth = AdminAuth::load(file)?;
+            let changes = watcher
+                .watch(file)
+                .map_err(|e| ServeError::Watch(e.to_string()))?;
+            tokio::spawn(auth.clone().follow(file.clone(), changes));
+            auth
+        }
+        None => {
+            tracing::warn!("admin.token_file is not set: the rules API is read-only");
+            AdminAuth::disabled()
+        }
+    };
+
     // Listeners bind before readiness flips, so /readyz never says yes to a port that is
     // not open yet.
     let admin_listener = TcpListener::bind(config.admin.listen)
@@ -130,6 +163,13 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let admin_state = AdminState {
         readiness: readiness.clone(),
         metrics: metrics.clone(),
+        auth: admin_auth,
+        state: handle.clone(),
+        authz: authz.clone(),
+        max_token_lifetime: config
+            .revocation
+            .max_token_lifetime
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
     };
     let admin_shutdown = shutdown.clone();
     let admin_server = tokio::spawn(async move {

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
 use crate::revocation::{Rule, RuleTable, Selector, Snapshot, UnixTime};
+use crate::sources::persist::StateDir;
 
 /// Commands waiting beyond this make senders wait: back-pressure, not unbounded memory.
 const QUEUE: usize = 1024;
@@ -50,10 +51,15 @@ pub enum DeleteOutcome {
     FromFile,
 }
 
-/// The writer stopped (the process is shutting down).
-#[derive(Debug, thiserror::Error)]
-#[error("the snapshot writer has stopped")]
-pub struct WriterGone;
+/// Why a change was not applied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("the snapshot writer has stopped")]
+    Gone,
+    /// The change could not be made durable in `state_dir`, so it was not applied.
+    #[error("cannot save pushed rules: {0}")]
+    Persist(String),
+}
 
 enum Command {
     ReplaceFile {
@@ -62,12 +68,12 @@ enum Command {
     },
     Push {
         rules: Vec<Rule>,
-        done: oneshot::Sender<u64>,
+        done: oneshot::Sender<Result<u64, WriteError>>,
     },
     Delete {
         selector: Selector,
         iss: Option<String>,
-        done: oneshot::Sender<(DeleteOutcome, u64)>,
+        done: oneshot::Sender<Result<(DeleteOutcome, u64), WriteError>>,
     },
 }
 
@@ -84,17 +90,18 @@ impl StateHandle {
     }
 
     /// Replaces the rules file's layer; resolves with the version that holds it.
-    pub async fn replace_file(&self, table: RuleTable) -> Result<u64, WriterGone> {
+    pub async fn replace_file(&self, table: RuleTable) -> Result<u64, WriteError> {
         let (done, rx) = oneshot::channel();
         self.send(Command::ReplaceFile { table, done }).await?;
-        rx.await.map_err(|_| WriterGone)
+        rx.await.map_err(|_| WriteError::Gone)
     }
 
-    /// Adds rules to the pushed layer, all at once; resolves once they are published.
-    pub async fn push(&self, rules: Vec<Rule>) -> Result<u64, WriterGone> {
+    /// Adds rules to the pushed layer, all at once; resolves once they are durable (with a
+    /// `state_dir`) and published.
+    pub async fn push(&self, rules: Vec<Rule>) -> Result<u64, WriteError> {
         let (done, rx) = oneshot::channel();
         self.send(Command::Push { rules, done }).await?;
-        rx.await.map_err(|_| WriterGone)
+        rx.await.map_err(|_| WriteError::Gone)?
     }
 
     /// Deletes a pushed rule.
@@ -102,7 +109,7 @@ impl StateHandle {
         &self,
         selector: Selector,
         iss: Option<String>,
-    ) -> Result<(DeleteOutcome, u64), WriterGone> {
+    ) -> Result<(DeleteOutcome, u64), WriteError> {
         let (done, rx) = oneshot::channel();
         self.send(Command::Delete {
             selector,
@@ -110,11 +117,11 @@ impl StateHandle {
             done,
         })
         .await?;
-        rx.await.map_err(|_| WriterGone)
+        rx.await.map_err(|_| WriteError::Gone)?
     }
 
-    async fn send(&self, cmd: Command) -> Result<(), WriterGone> {
-        self.tx.send(cmd).await.map_err(|_| WriterGone)
+    async fn send(&self, cmd: Command) -> Result<(), WriteError> {
+        self.tx.send(cmd).await.map_err(|_| WriteError::Gone)
     }
 }
 
@@ -127,6 +134,8 @@ pub struct Writer {
     version: u64,
     max_token_lifetime: Option<UnixTime>,
     metrics: Arc<Metrics>,
+    /// Where pushed rules are made durable, when configured.
+    state_dir: Option<StateDir>,
 }
 
 /// Creates the writer with the initial layers published as version 1.
@@ -135,6 +144,7 @@ pub fn writer(
     pushed: RuleTable,
     max_token_lifetime: Option<Duration>,
     metrics: Arc<Metrics>,
+    state_dir: Option<StateDir>,
 ) -> (Writer, StateHandle) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let max_token_lifetime =
@@ -161,14 +171,19 @@ pub fn writer(
         version: 1,
         max_token_lifetime,
         metrics,
+        state_dir,
     };
     (writer, handle)
 }
 
 /// What to tell each sender once the batch is published.
 enum Reply {
-    Version(oneshot::Sender<u64>),
-    Delete(oneshot::Sender<(DeleteOutcome, u64)>, DeleteOutcome),
+    File(oneshot::Sender<u64>),
+    Push(oneshot::Sender<Result<u64, WriteError>>),
+    Delete(
+        oneshot::Sender<Result<(DeleteOutcome, u64), WriteError>>,
+        DeleteOutcome,
+    ),
 }
 
 impl Writer {
@@ -184,48 +199,90 @@ impl Writer {
                 () = tokio::time::sleep(sleep) => None,
             };
             let mut replies = Vec::new();
-            let mut changed = false;
+            let mut changed = Changed::default();
+            // The pushed layer as it was, to roll back to if it cannot be made durable.
+            let before = self.state_dir.as_ref().map(|_| self.pushed.clone());
             if let Some(cmd) = first {
-                changed |= self.apply(cmd, &mut replies);
+                changed.add(self.apply(cmd, &mut replies));
                 // Coalesce whatever else is already queued into the same publish.
                 while replies.len() < QUEUE {
                     match self.rx.try_recv() {
-                        Ok(cmd) => changed |= self.apply(cmd, &mut replies),
+                        Ok(cmd) => changed.add(self.apply(cmd, &mut replies)),
                         Err(_) => break,
                     }
                 }
             }
-            changed |= self.prune();
-            if changed {
+            changed.add(self.prune());
+            let mut failure = None;
+            if changed.pushed
+                && let Err(e) = self.save()
+            {
+                tracing::error!(error = %e, "pushed rules not saved; the change is rolled back");
+                if let Some(before) = before {
+                    self.pushed = before;
+                }
+                changed.pushed = false;
+                failure = Some(WriteError::Persist(e));
+            }
+            if changed.file || changed.pushed {
                 self.publish();
             }
             for reply in replies {
                 // A sender that gave up waiting is no error of ours.
                 match reply {
-                    Reply::Version(tx) => {
+                    Reply::File(tx) => {
                         let _ = tx.send(self.version);
                     }
+                    Reply::Push(tx) => {
+                        let _ = tx.send(match &failure {
+                            Some(e) => Err(e.clone()),
+                            None => Ok(self.version),
+                        });
+                    }
                     Reply::Delete(tx, outcome) => {
-                        let _ = tx.send((outcome, self.version));
+                        let _ = tx.send(match &failure {
+                            Some(e) if outcome == DeleteOutcome::Deleted => Err(e.clone()),
+                            _ => Ok((outcome, self.version)),
+                        });
                     }
                 }
             }
         }
     }
 
-    fn apply(&mut self, cmd: Command, replies: &mut Vec<Reply>) -> bool {
+    /// Writes the pushed layer to `state_dir`, when there is one.
+    fn save(&self) -> Result<(), String> {
+        let Some(state) = &self.state_dir else {
+            return Ok(());
+        };
+        let save = || state.save(&self.pushed).map_err(|e| e.to_string());
+        // fsync takes milliseconds: on the multi-threaded runtime, let other tasks (Checks)
+        // move off this worker meanwhile.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(save),
+            _ => save(),
+        }
+    }
+
+    fn apply(&mut self, cmd: Command, replies: &mut Vec<Reply>) -> Changed {
         match cmd {
             Command::ReplaceFile { table, done } => {
                 self.file = Arc::new(table);
-                replies.push(Reply::Version(done));
-                true
+                replies.push(Reply::File(done));
+                Changed {
+                    file: true,
+                    pushed: false,
+                }
             }
             Command::Push { rules, done } => {
                 for rule in rules {
                     self.pushed.insert(rule);
                 }
-                replies.push(Reply::Version(done));
-                true
+                replies.push(Reply::Push(done));
+                Changed {
+                    file: false,
+                    pushed: true,
+                }
             }
             Command::Delete {
                 selector,
@@ -240,22 +297,25 @@ impl Writer {
                     DeleteOutcome::NotFound
                 };
                 replies.push(Reply::Delete(done, outcome));
-                outcome == DeleteOutcome::Deleted
+                Changed {
+                    file: false,
+                    pushed: outcome == DeleteOutcome::Deleted,
+                }
             }
         }
     }
 
-    /// Drops expired rules from both layers; true when anything went.
-    fn prune(&mut self) -> bool {
+    /// Drops expired rules from both layers.
+    fn prune(&mut self) -> Changed {
         let now = unix_now();
-        let mut changed = false;
+        let mut changed = Changed::default();
         if self.file.has_prunable(now, self.max_token_lifetime) {
             self.file = Arc::new(self.file.pruned(now, self.max_token_lifetime));
-            changed = true;
+            changed.file = true;
         }
         if self.pushed.has_prunable(now, self.max_token_lifetime) {
             self.pushed = self.pushed.pruned(now, self.max_token_lifetime);
-            changed = true;
+            changed.pushed = true;
         }
         changed
     }
@@ -294,10 +354,19 @@ impl Writer {
         );
         self.published.store(Arc::new(snapshot));
     }
+}
 
-    /// The pushed rules as they stand, for persistence.
-    pub fn pushed(&self) -> &RuleTable {
-        &self.pushed
+/// Which layers a batch of commands changed.
+#[derive(Default, Clone, Copy)]
+struct Changed {
+    file: bool,
+    pushed: bool,
+}
+
+impl Changed {
+    fn add(&mut self, other: Changed) {
+        self.file |= other.file;
+        self.pushed |= other.pushed;
     }
 }
 
@@ -320,6 +389,7 @@ mod tests {
             RuleTable::default(),
             None,
             Arc::default(),
+            None,
         );
         tokio::spawn(w.run());
         let mut tasks = Vec::new();
@@ -348,7 +418,7 @@ mod tests {
     async fn deleting_a_file_rule_is_refused_and_a_pushed_one_goes() {
         let mut file = RuleTable::default();
         file.insert(sub("f"));
-        let (w, handle) = writer(file, RuleTable::default(), None, Arc::default());
+        let (w, handle) = writer(file, RuleTable::default(), None, Arc::default(), None);
         tokio::spawn(w.run());
         let v1 = handle.push(vec![sub("p")]).await.unwrap();
         let (o, _) = handle

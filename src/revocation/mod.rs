@@ -115,6 +115,94 @@ impl Rule {
     pub fn id(&self) -> String {
         rule_id(&self.selector, self.scope.iss.as_deref())
     }
+
+    /// The rule in the rules-file format (times as RFC 3339), which is also what the admin
+    /// API shows and what `state_dir` stores, so every view of a rule reads the same.
+    pub fn to_json(&self) -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::new();
+        match &self.selector {
+            Selector::Session(s) => {
+                m.insert("session".into(), Value::from(s.as_ref()));
+            }
+            Selector::Sub(s) => {
+                m.insert("sub".into(), Value::from(s.as_ref()));
+            }
+            Selector::TokenSha256(_) => {
+                let id = self.selector.to_string();
+                let hex = id.trim_start_matches("sha256:");
+                m.insert("token_sha256".into(), Value::from(hex));
+            }
+            Selector::Claim { name, value } => {
+                m.insert("claim".into(), Value::from(name.as_ref()));
+                m.insert("value".into(), Value::from(value.as_ref()));
+            }
+            Selector::Global => {}
+        }
+        if let Some(iss) = &self.scope.iss {
+            m.insert("iss".into(), Value::from(iss.as_ref()));
+        }
+        if let Some(t) = self.scope.issued_before() {
+            m.insert("issued_before".into(), rfc3339(t));
+        }
+        if let Some(t) = self.scope.expires_at() {
+            m.insert("expires_at".into(), rfc3339(t));
+        }
+        if let Some(r) = &self.scope.reason {
+            m.insert("reason".into(), Value::from(r.as_ref()));
+        }
+        m
+    }
+}
+
+/// A Unix time as RFC 3339 text, or as the number when it is outside the formattable range.
+fn rfc3339(t: UnixTime) -> Value {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map_or_else(|| Value::from(t), Value::from)
+}
+
+/// Every (selector, issuer) an id may stand for. An id is `SELECTOR[@ISS]`, but a session,
+/// subject or claim value may itself contain `@` (an e-mail address), so each split is a
+/// candidate; the caller keeps the one that names an existing rule.
+pub fn parse_id(id: &str) -> Vec<(Selector, Option<String>)> {
+    let mut out = Vec::new();
+    let mut push = |sel: &str, iss: Option<&str>| {
+        if let Some(selector) = parse_selector(sel)
+            && iss.is_none_or(|i| !i.is_empty())
+        {
+            out.push((selector, iss.map(str::to_owned)));
+        }
+    };
+    push(id, None);
+    for (at, _) in id.match_indices('@') {
+        push(&id[..at], Some(&id[at + 1..]));
+    }
+    out
+}
+
+fn parse_selector(s: &str) -> Option<Selector> {
+    let nonempty = |v: &str| (!v.is_empty()).then(|| v.into());
+    if s == "global" {
+        return Some(Selector::Global);
+    }
+    let (kind, rest) = s.split_once(':')?;
+    match kind {
+        "session" => nonempty(rest).map(Selector::Session),
+        "sub" => nonempty(rest).map(Selector::Sub),
+        "sha256" => token_hash::parse_hex_sha256(rest).map(Selector::TokenSha256),
+        "claim" => {
+            let (name, value) = rest.split_once('=')?;
+            Some(Selector::Claim {
+                name: nonempty(name)?,
+                value: nonempty(value)?,
+            })
+        }
+        _ => None,
+    }
 }
 
 fn rule_id(selector: &Selector, iss: Option<&str>) -> String {
@@ -241,6 +329,18 @@ impl RuleTable {
                 selector: selector.clone(),
                 scope: scope.clone(),
             })
+    }
+
+    /// Every rule with this selector, whatever its issuer.
+    pub fn by_selector(&self, selector: &Selector) -> Vec<Rule> {
+        self.scopes(selector)
+            .into_iter()
+            .flatten()
+            .map(|scope| Rule {
+                selector: selector.clone(),
+                scope: scope.clone(),
+            })
+            .collect()
     }
 
     /// Removes a rule; true when it was there.
@@ -378,10 +478,7 @@ impl RuleTable {
     /// The first rule that revokes this token, if any.
     pub fn find(&self, token: &TokenFacts<'_>, now: UnixTime) -> Option<(Selector, &Scope)> {
         let covers = |s: &&Scope| s.covers(token.iss, token.iat, now);
-        fn first(
-            scopes: Option<&Vec<Scope>>,
-            covers: impl Fn(&&Scope) -> bool,
-        ) -> Option<&Scope> {
+        fn first(scopes: Option<&Vec<Scope>>, covers: impl Fn(&&Scope) -> bool) -> Option<&Scope> {
             scopes.and_then(|v| v.iter().find(covers))
         }
 

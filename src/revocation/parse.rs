@@ -375,11 +375,12 @@ impl RawRule {
     pub fn validate(&self, path: &str, origin: Origin) -> Result<Rule, Vec<String>> {
         let mut errors = Vec::new();
         let mut err = |field: &str, msg: String| {
-            if field.is_empty() {
-                errors.push(format!("{path}: {msg}"));
-            } else {
-                errors.push(format!("{path}.{field}: {msg}"));
-            }
+            errors.push(match (path.is_empty(), field.is_empty()) {
+                (true, true) => msg,
+                (true, false) => format!("{field}: {msg}"),
+                (false, true) => format!("{path}: {msg}"),
+                (false, false) => format!("{path}.{field}: {msg}"),
+            });
         };
         if let Some(what) = self.not_an_object {
             err("", format!("expected a rule object, found {what}"));

@@ -277,3 +277,31 @@ fn the_snapshot_reports_which_layer_matched() {
     assert_eq!(m.id, "sub:b");
     assert_eq!(snap.len(), 2);
 }
+
+#[test]
+fn ids_parse_back_even_when_values_contain_at_signs() {
+    let r = rule(json!({"sub": "alice@example.com", "iss": "https://auth"}));
+    let candidates = parse_id(&r.id());
+    assert!(candidates.contains(&(r.selector.clone(), Some("https://auth".into()))));
+    assert!(
+        parse_id("sub:alice@example.com")
+            .contains(&(Selector::Sub("alice@example.com".into()), None))
+    );
+    assert_eq!(parse_id("global"), vec![(Selector::Global, None)]);
+    assert!(parse_id("nonsense").is_empty());
+    assert!(parse_id("sha256:zz").is_empty());
+}
+
+#[test]
+fn a_rule_written_as_json_reads_back_as_the_same_rule() {
+    for r in [
+        json!({"session": "s", "expires_at": "2030-01-01T00:00:00Z", "reason": "why"}),
+        json!({"claim": "azp", "value": "m", "issued_before": 1_800_000_000, "iss": "i"}),
+        json!({"token_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}),
+        json!({"issued_before": 5}),
+    ] {
+        let original = rule(r);
+        let back = rule(serde_json::Value::Object(original.to_json()));
+        assert_eq!(back, original);
+    }
+}

@@ -1,0 +1,121 @@
+//! Durable pushed rules in `revocation.state_dir`.
+//!
+//! The pushed layer is written whole, in the rules-file format, to `pushed-rules.json`: a
+//! temp file is written and fsynced, renamed over the old one, and the directory fsynced, so
+//! after a crash at any point the file is either the old or the new version, never a torn
+//! mix (the rename is atomic; the directory fsync makes the rename itself durable). The
+//! admin API answers 201 only after that, so a `kill -9` right after the answer loses
+//! nothing. At start the file is read with the same validation as a rules file; a file that
+//! exists but cannot be read is an error that stops `serve`.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::revocation::RuleTable;
+use crate::revocation::parse::{self, RulesError};
+
+/// The file name inside `state_dir`.
+pub const STATE_FILE: &str = "pushed-rules.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] RulesError),
+}
+
+/// Where pushed rules are kept.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    /// Opens (creating if needed) the state directory.
+    pub fn open(dir: &Path) -> Result<StateDir, PersistError> {
+        fs::create_dir_all(dir).map_err(|source| PersistError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(StateDir {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn file(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    /// The pushed rules saved by the last run; empty on a first start.
+    pub fn load(&self) -> Result<RuleTable, PersistError> {
+        let file = self.file();
+        if !file.try_exists().map_err(|source| PersistError::Io {
+            path: file.clone(),
+            source,
+        })? {
+            return Ok(RuleTable::default());
+        }
+        Ok(parse::load_file(&file)?)
+    }
+
+    /// Replaces the saved rules with `table`, durably.
+    pub fn save(&self, table: &RuleTable) -> Result<(), PersistError> {
+        let rules: Vec<serde_json::Value> = table
+            .rules()
+            .map(|r| serde_json::Value::Object(r.to_json()))
+            .collect();
+        let body = serde_json::json!({ "rules": rules });
+        let file = self.file();
+        let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| PersistError::Io { path, source }
+        };
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        // Serializing a Value into a Vec cannot fail.
+        let bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
+        f.write_all(&bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, &file).map_err(io(&file))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::revocation::{Rule, Scope, Selector};
+
+    #[test]
+    fn saved_rules_load_back_and_a_first_start_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("state")).unwrap();
+        assert!(state.load().unwrap().is_empty());
+        let mut t = RuleTable::default();
+        t.insert(Rule {
+            selector: Selector::Session("s1".into()),
+            scope: Scope::new(None, None, Some(4_000_000_000), Some("r".into())),
+        });
+        state.save(&t).unwrap();
+        let back = state.load().unwrap();
+        assert_eq!(back.len(), 1);
+        assert!(back.get(&Selector::Session("s1".into()), None).is_some());
+    }
+
+    #[test]
+    fn an_unreadable_state_file_is_an_error_not_an_empty_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        std::fs::write(state.file(), "{ torn").unwrap();
+        assert!(state.load().is_err());
+    }
+}
