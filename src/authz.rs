@@ -178,7 +178,19 @@ impl Authorization for CheckService {
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
         let authz = &self.0;
-        let out = authz.decide(request.get_ref(), unix_now());
+        let mut out = authz.decide(request.get_ref(), unix_now());
+        // An unknown kid of a fetched key set may be a key the provider just rotated in:
+        // refetch (rate-limited) and decide again with what it brought.
+        if out.decision == Decision::Deny(Reason::UnknownKey)
+            && let Some(refetch) = out
+                .iss
+                .as_deref()
+                .and_then(|iss| authz.verifier.issuer(iss))
+                .and_then(|issuer| issuer.refetch.as_ref())
+            && refetch.unknown_kid().await
+        {
+            out = authz.decide(request.get_ref(), unix_now());
+        }
         authz.metrics.check(&out.decision, started.elapsed());
         match &out.decision {
             Decision::Allow { .. } => {}

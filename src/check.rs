@@ -31,9 +31,12 @@ pub fn check_rules(file: &Path) -> Result<String, CheckError> {
 pub fn check_config(file: &Path) -> Result<String, CheckError> {
     let config = Config::load(file)?;
     let mut keys = 0;
+    let mut fetched = 0;
     for issuer in &config.issuers {
-        let loaded = jwks::load_issuer(issuer)?;
-        keys += loaded.keys.len();
+        for (kind, file) in jwks::key_files(issuer) {
+            keys += jwks::load_file(kind, &file)?.keys.len();
+        }
+        fetched += usize::from(issuer.remote.is_some());
     }
     if let Some(file) = &config.admin.token_file {
         AdminAuth::load(file)?;
@@ -42,8 +45,13 @@ pub fn check_config(file: &Path) -> Result<String, CheckError> {
         Some(f) => format!(", {} rules", parse::load_file(f)?.len()),
         None => String::new(),
     };
+    let fetched = if fetched > 0 {
+        format!(" ({fetched} issuers fetch their keys at run time)")
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "{}: ok, {} issuers, {keys} keys{rules}",
+        "{}: ok, {} issuers, {keys} keys{rules}{fetched}",
         file.display(),
         config.issuers.len()
     ))

@@ -83,10 +83,35 @@ pub struct IssuerConfig {
     pub issuer: String,
     pub audiences: Vec<String>,
     pub jwks_file: Option<PathBuf>,
+    /// Keys fetched over HTTP(S): a JWKS URL, or OpenID discovery.
+    pub remote: Option<RemoteKeys>,
     pub hmac_secret_file: Option<PathBuf>,
     /// Empty means "every algorithm the keys allow".
     pub algorithms: Vec<Algorithm>,
     pub leeway: Duration,
+}
+
+/// Where and how an issuer's keys are fetched (`jwks_uri` or `discovery: true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteKeys {
+    pub source: KeySource,
+    /// How often the keys are fetched again; a `Cache-Control: max-age` overrides it within
+    /// bounds.
+    pub refresh_interval: Duration,
+    /// A private CA (PEM) trusted in addition to the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Limit on each HTTP request.
+    pub fetch_timeout: Duration,
+    /// A token with an unknown `kid` triggers a refetch at most this often, so a flood of
+    /// forged `kid`s cannot hammer the identity provider.
+    pub min_refetch_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    JwksUri(String),
+    /// `<issuer>/.well-known/openid-configuration`, then its `jwks_uri`.
+    Discovery,
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +175,12 @@ struct RawIssuer {
     audiences: Vec<String>,
     jwks_file: Option<PathBuf>,
     jwks_uri: Option<String>,
+    #[serde(default)]
+    discovery: bool,
+    refresh_interval: Option<RawScalar>,
+    ca_file: Option<PathBuf>,
+    fetch_timeout: Option<RawScalar>,
+    min_refetch_interval: Option<RawScalar>,
     hmac_secret_file: Option<PathBuf>,
     #[serde(default)]
     algorithms: Vec<String>,
@@ -179,7 +210,7 @@ struct RawForward {
 }
 
 /// A YAML scalar that may be written as a number or a string (`24h` or `86400`).
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(untagged)]
 enum RawScalar {
     Int(u64),
@@ -336,16 +367,17 @@ impl Fields<'_> {
         if raw.issuer.is_empty() {
             return Err(self.err(at("issuer"), "must not be empty"));
         }
-        if raw.jwks_uri.is_some() {
-            return Err(self.err(
-                at("jwks_uri"),
-                "fetching keys from a URL is not supported by this version of veto; use jwks_file",
-            ));
-        }
-        if raw.jwks_file.is_none() && raw.hmac_secret_file.is_none() {
+        let remote = self.remote_keys(i, &raw)?;
+        if raw.jwks_file.is_some() && remote.is_some() {
             return Err(self.err(
                 at("jwks_file"),
-                "each issuer needs keys: set jwks_file or hmac_secret_file",
+                "set one of jwks_file, jwks_uri or discovery, not several",
+            ));
+        }
+        if raw.jwks_file.is_none() && remote.is_none() && raw.hmac_secret_file.is_none() {
+            return Err(self.err(
+                at("jwks_file"),
+                "each issuer needs keys: set jwks_file, jwks_uri, discovery: true or hmac_secret_file",
             ));
         }
         let mut algorithms = Vec::with_capacity(raw.algorithms.len());
@@ -367,6 +399,7 @@ impl Fields<'_> {
             issuer: raw.issuer,
             audiences: raw.audiences,
             jwks_file: raw.jwks_file.map(|p| self.path(p)),
+            remote,
             hmac_secret_file: raw.hmac_secret_file.map(|p| self.path(p)),
             algorithms,
             leeway: raw
@@ -374,6 +407,71 @@ impl Fields<'_> {
                 .map(Duration::from_secs)
                 .unwrap_or(DEFAULT_LEEWAY),
         })
+    }
+
+    /// `jwks_uri` / `discovery` and the fields that only make sense with them.
+    fn remote_keys(&self, i: usize, raw: &RawIssuer) -> Result<Option<RemoteKeys>, ConfigError> {
+        let at = |field: &str| format!("issuers[{i}].{field}");
+        let source = match (&raw.jwks_uri, raw.discovery) {
+            (Some(_), true) => {
+                return Err(self.err(at("discovery"), "set jwks_uri or discovery: true, not both"));
+            }
+            (Some(uri), false) => {
+                if !is_http_url(uri) {
+                    return Err(self.err(at("jwks_uri"), "expected an http:// or https:// URL"));
+                }
+                Some(KeySource::JwksUri(uri.clone()))
+            }
+            (None, true) => {
+                if !is_http_url(&raw.issuer) {
+                    return Err(self.err(
+                        at("discovery"),
+                        "discovery needs the issuer to be an http:// or https:// URL",
+                    ));
+                }
+                Some(KeySource::Discovery)
+            }
+            (None, false) => None,
+        };
+        let duration = |field: &str, v: &Option<RawScalar>, default: u64| match v {
+            None => Ok(Duration::from_secs(default)),
+            Some(v) => self.duration(&at(field), v.clone()),
+        };
+        let refresh_interval = duration("refresh_interval", &raw.refresh_interval, 300)?;
+        let fetch_timeout = duration("fetch_timeout", &raw.fetch_timeout, 5)?;
+        let min_refetch_interval = duration("min_refetch_interval", &raw.min_refetch_interval, 30)?;
+        let Some(source) = source else {
+            for (field, set) in [
+                ("refresh_interval", raw.refresh_interval.is_some()),
+                ("ca_file", raw.ca_file.is_some()),
+                ("fetch_timeout", raw.fetch_timeout.is_some()),
+                ("min_refetch_interval", raw.min_refetch_interval.is_some()),
+            ] {
+                if set {
+                    return Err(
+                        self.err(at(field), "only applies with jwks_uri or discovery: true")
+                    );
+                }
+            }
+            return Ok(None);
+        };
+        if refresh_interval.is_zero() || fetch_timeout.is_zero() {
+            return Err(self.err(
+                at(if refresh_interval.is_zero() {
+                    "refresh_interval"
+                } else {
+                    "fetch_timeout"
+                }),
+                "must be longer than zero",
+            ));
+        }
+        Ok(Some(RemoteKeys {
+            source,
+            refresh_interval,
+            ca_file: raw.ca_file.clone().map(|p| self.path(p)),
+            fetch_timeout,
+            min_refetch_interval,
+        }))
     }
 
     fn duration(&self, field: &str, raw: RawScalar) -> Result<Duration, ConfigError> {
@@ -405,6 +503,13 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_secs(secs))
+}
+
+fn is_http_url(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
 }
 
 fn parse_listen(s: &str) -> Option<Listen> {
@@ -469,6 +574,29 @@ mod tests {
     fn an_issuer_without_keys_is_rejected() {
         let e = parse("issuers: [{issuer: a}]").unwrap_err().to_string();
         assert!(e.contains("issuers[0].jwks_file"), "{e}");
+    }
+
+    #[test]
+    fn remote_keys_take_a_url_or_discovery_with_defaults() {
+        let c = parse("issuers: [{issuer: https://idp, jwks_uri: https://idp/keys}]").unwrap();
+        let r = c.issuers[0].remote.clone().unwrap();
+        assert_eq!(r.source, KeySource::JwksUri("https://idp/keys".into()));
+        assert_eq!(r.refresh_interval, Duration::from_secs(300));
+        assert_eq!(r.min_refetch_interval, Duration::from_secs(30));
+        let c = parse("issuers: [{issuer: https://idp, discovery: true, refresh_interval: 1m, ca_file: ca.pem}]")
+            .unwrap();
+        let r = c.issuers[0].remote.clone().unwrap();
+        assert_eq!(r.source, KeySource::Discovery);
+        assert_eq!(r.ca_file.as_deref(), Some(Path::new("/etc/veto/ca.pem")));
+        for bad in [
+            "issuers: [{issuer: https://idp, jwks_uri: ftp://x}]",
+            "issuers: [{issuer: https://idp, jwks_uri: https://x, discovery: true}]",
+            "issuers: [{issuer: https://idp, jwks_uri: https://x, jwks_file: j}]",
+            "issuers: [{issuer: idp, discovery: true}]",
+            "issuers: [{issuer: https://idp, jwks_file: j, refresh_interval: 1m}]",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 use std::str::FromStr;
 
-use anyhow::Context;
 use clap::Parser;
 use veto::cli::{Cli, Command};
 
@@ -28,7 +27,9 @@ fn main() -> ExitCode {
         }
         Ok(None) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("veto: {e:#}");
+            // Each error's message already names its cause (file, field, OS error); `{:#}`
+            // would print the cause a second time.
+            eprintln!("veto: {e}");
             ExitCode::from(1)
         }
     }
@@ -39,7 +40,8 @@ fn run(command: Command) -> anyhow::Result<Option<String>> {
         Command::Serve { config } => {
             init_tracing();
             let config = veto::config::Config::load(&config)?;
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let runtime = tokio::runtime::Runtime::new()
+                .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
             runtime.block_on(veto::serve::run(config))?;
             Ok(None)
         }

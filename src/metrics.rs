@@ -56,6 +56,7 @@ pub struct Metrics {
     snapshot_reloads: Family<ResultLabels, Counter>,
     keys: Family<IssuerLabels, Gauge>,
     key_reloads: Family<IssuerResultLabels, Counter>,
+    jwks_fetches: Family<IssuerResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -75,6 +76,7 @@ impl Metrics {
         let snapshot_reloads = Family::<ResultLabels, Counter>::default();
         let keys = Family::<IssuerLabels, Gauge>::default();
         let key_reloads = Family::<IssuerResultLabels, Counter>::default();
+        let jwks_fetches = Family::<IssuerResultLabels, Counter>::default();
         // prometheus-client appends `_total` to counters.
         registry.register(
             "veto_checks",
@@ -111,6 +113,11 @@ impl Metrics {
             "Key file reloads, by issuer and result",
             key_reloads.clone(),
         );
+        registry.register(
+            "veto_jwks_fetches",
+            "Key fetches from jwks_uri or discovery, by issuer and result",
+            jwks_fetches.clone(),
+        );
         // Zero-valued series exist from the start, so alerts on rates work before the
         // first event and the acceptance suite can read them.
         for result in ["ok", "error"] {
@@ -137,6 +144,7 @@ impl Metrics {
             snapshot_reloads,
             keys,
             key_reloads,
+            jwks_fetches,
         }
     }
 
@@ -180,6 +188,16 @@ impl Metrics {
     pub fn keys_reload(&self, issuer: &str, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.key_reloads
+            .get_or_create(&IssuerResultLabels {
+                issuer: issuer.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    pub fn jwks_fetch(&self, issuer: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.jwks_fetches
             .get_or_create(&IssuerResultLabels {
                 issuer: issuer.to_owned(),
                 result,

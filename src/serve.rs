@@ -15,7 +15,7 @@ use crate::admin::auth::{AdminAuth, TokenFileError};
 use crate::admin::{self, AdminState};
 use crate::authz::{Authz, CheckService, Policy};
 use crate::config::{Config, Listen};
-use crate::jwt::{Verifier, jwks};
+use crate::jwt::{Verifier, jwks, remote};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::revocation::{RuleTable, parse};
@@ -31,6 +31,8 @@ use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 pub enum ServeError {
     #[error(transparent)]
     Keys(#[from] jwks::KeyError),
+    #[error("{0}")]
+    Remote(#[from] remote::RemoteError),
     #[error(transparent)]
     Rules(#[from] parse::RulesError),
     #[error(transparent)]
@@ -61,29 +63,43 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let shutdown = Shutdown::on_signals().map_err(ServeError::Signals)?;
     let mut watcher = FileWatcher::new().map_err(|e| ServeError::Watch(e.to_string()))?;
 
-    // Keys: every issuer loads before anything listens.
+    // Keys: every key file loads before anything listens; fetched keys load in the
+    // background, and readiness waits for them.
     let verifier = Arc::new(Verifier::new(&config.issuers));
-    for issuer in verifier.issuers() {
-        let files = jwks::key_files(&issuer.config);
-        let fp = reload::keys_fingerprint(&files);
-        let loaded = jwks::load_issuer(&issuer.config)?;
-        for skipped in &loaded.skipped {
-            tracing::warn!(issuer = %issuer.config.issuer, key = %skipped, "key skipped");
-        }
-        metrics.keys_loaded(&issuer.config.issuer, loaded.keys.len());
-        tracing::info!(issuer = %issuer.config.issuer, keys = loaded.keys.len(), "keys loaded");
-        issuer.keys.store(Some(Arc::new(loaded.keys)));
-        for file in &files {
+    for (i, issuer) in config.issuers.iter().enumerate() {
+        let Some(shared) = verifier.issuer(&issuer.issuer).cloned() else {
+            continue;
+        };
+        for (kind, file) in jwks::key_files(issuer) {
+            let fp = reload::file_fingerprint(&file);
+            let loaded = jwks::load_file(kind, &file)?;
+            for skipped in &loaded.skipped {
+                tracing::warn!(issuer = %issuer.issuer, file = %file.display(), key = %skipped, "key skipped");
+            }
+            jwks::install(&shared, kind, loaded.keys);
             let changes = watcher
-                .watch(file)
+                .watch(&file)
                 .map_err(|e| ServeError::Watch(e.to_string()))?;
-            tokio::spawn(reload::follow_keys(
-                issuer.clone(),
+            tokio::spawn(reload::follow_key_file(
+                shared.clone(),
+                kind,
+                file,
                 changes,
                 fp,
                 metrics.clone(),
             ));
         }
+        if let Some(remote) = &issuer.remote {
+            let client = remote::client(remote, &format!("issuers[{i}]"))?;
+            tokio::spawn(remote::run(
+                shared.clone(),
+                client,
+                metrics.clone(),
+                readiness.block(),
+            ));
+        }
+        metrics.keys_loaded(&issuer.issuer, shared.key_count());
+        tracing::info!(issuer = %issuer.issuer, keys = shared.key_count(), "keys loaded");
     }
 
     // Rules: the file (when configured) must be valid to start.

@@ -11,4 +11,9 @@
 #[allow(dead_code, unused_imports)]
 mod common;
 
+mod admin;
+mod cli;
 mod decisions;
+mod grpc;
+mod lifecycle;
+mod reload;

@@ -12,7 +12,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, P
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::Value;
 
-use super::{IssuerKeys, Key};
+use super::Key;
 use crate::config::IssuerConfig;
 
 /// Key files are small; a larger one is a mistake, not a key set.
@@ -29,39 +29,59 @@ pub enum KeyError {
     Invalid { file: PathBuf, message: String },
 }
 
-/// Keys read from one issuer's files, and the keys that were skipped and why.
+/// The two kinds of key file an issuer can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFile {
+    /// `jwks_file`: a JWK Set.
+    Jwks,
+    /// `hmac_secret_file`: raw secret bytes.
+    Hmac,
+}
+
+/// Keys read from one file, and the keys that were skipped and why.
 pub struct Loaded {
-    pub keys: IssuerKeys,
+    pub keys: Vec<Key>,
     pub skipped: Vec<String>,
 }
 
-/// Reads every key file of an issuer.
-pub fn load_issuer(config: &IssuerConfig) -> Result<Loaded, KeyError> {
-    let mut loaded = Loaded {
-        keys: IssuerKeys::default(),
-        skipped: Vec::new(),
-    };
-    if let Some(file) = &config.jwks_file {
-        let bytes = read(file)?;
-        let (keys, skipped) = parse_jwks(&bytes, file)?;
-        loaded.keys.keys = keys;
-        loaded.skipped = skipped;
+/// Reads one key file.
+pub fn load_file(kind: KeyFile, file: &Path) -> Result<Loaded, KeyError> {
+    let bytes = read(file)?;
+    match kind {
+        KeyFile::Jwks => {
+            let (keys, skipped) = parse_jwks(&bytes).map_err(|message| KeyError::Invalid {
+                file: file.to_path_buf(),
+                message,
+            })?;
+            Ok(Loaded { keys, skipped })
+        }
+        KeyFile::Hmac => Ok(Loaded {
+            keys: vec![hmac_key(&bytes, file)?],
+            skipped: Vec::new(),
+        }),
     }
-    if let Some(file) = &config.hmac_secret_file {
-        let bytes = read(file)?;
-        loaded.keys.hmac = Some(hmac_key(&bytes, file)?);
-    }
-    Ok(loaded)
 }
 
-/// The files an issuer's keys come from, for the watcher.
-pub fn key_files(config: &IssuerConfig) -> Vec<PathBuf> {
-    config
-        .jwks_file
+/// The key files an issuer names, with their kind.
+pub fn key_files(config: &IssuerConfig) -> Vec<(KeyFile, PathBuf)> {
+    let jwks = config.jwks_file.iter().map(|f| (KeyFile::Jwks, f.clone()));
+    let hmac = config
+        .hmac_secret_file
         .iter()
-        .chain(config.hmac_secret_file.iter())
-        .cloned()
-        .collect()
+        .map(|f| (KeyFile::Hmac, f.clone()));
+    jwks.chain(hmac).collect()
+}
+
+/// Installs freshly loaded keys of one file into the issuer.
+pub fn install(issuer: &super::Issuer, kind: KeyFile, mut keys: Vec<Key>) {
+    match kind {
+        KeyFile::Jwks => issuer.jwks.store(Some(std::sync::Arc::new(keys))),
+        KeyFile::Hmac => {
+            if let Some(key) = keys.pop() {
+                issuer.hmac.store(Some(std::sync::Arc::new(key)));
+            }
+        }
+    }
 }
 
 fn read(file: &Path) -> Result<Vec<u8>, KeyError> {
@@ -104,16 +124,13 @@ pub fn hmac_key(bytes: &[u8], file: &Path) -> Result<Key, KeyError> {
     })
 }
 
-/// Parses a JWK Set document, keeping each usable signing key.
-pub fn parse_jwks(bytes: &[u8], file: &Path) -> Result<(Vec<Key>, Vec<String>), KeyError> {
-    let invalid = |message: String| KeyError::Invalid {
-        file: file.to_path_buf(),
-        message,
-    };
+/// Parses a JWK Set document, keeping each usable signing key; the error says why the
+/// document as a whole is unusable.
+pub fn parse_jwks(bytes: &[u8]) -> Result<(Vec<Key>, Vec<String>), String> {
     let doc: Value =
-        serde_json::from_slice(bytes).map_err(|e| invalid(format!("not a JSON JWK Set: {e}")))?;
+        serde_json::from_slice(bytes).map_err(|e| format!("not a JSON JWK Set: {e}"))?;
     let Some(entries) = doc.get("keys").and_then(Value::as_array) else {
-        return Err(invalid("not a JWK Set: expected {\"keys\": [...]}".into()));
+        return Err("not a JWK Set: expected {\"keys\": [...]}".into());
     };
     let mut keys = Vec::new();
     let mut skipped = Vec::new();
@@ -135,7 +152,7 @@ pub fn parse_jwks(bytes: &[u8], file: &Path) -> Result<(Vec<Key>, Vec<String>), 
         } else {
             skipped.join("; ")
         };
-        return Err(invalid(format!("no usable signing key ({detail})")));
+        return Err(format!("no usable signing key ({detail})"));
     }
     Ok((keys, skipped))
 }

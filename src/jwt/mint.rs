@@ -106,6 +106,9 @@ fn encoding_key(
             .strip_suffix(b"\r\n")
             .or_else(|| bytes.strip_suffix(b"\n"))
             .unwrap_or(bytes);
+        if secret.is_empty() {
+            return Err(bad("the HMAC secret is empty".into()));
+        }
         return Ok((EncodingKey::from_secret(secret), None));
     }
     let key = match family {
@@ -132,7 +135,13 @@ fn jwk_key(jwk: &Value, alg: Algorithm) -> Result<EncodingKey, String> {
     let kty = jwk.get("kty").and_then(Value::as_str).unwrap_or_default();
     let family = alg.family();
     match (kty, family) {
-        ("oct", AlgorithmFamily::Hmac) => Ok(EncodingKey::from_secret(&field("k")?)),
+        ("oct", AlgorithmFamily::Hmac) => {
+            let k = field("k")?;
+            if k.is_empty() {
+                return Err("the JWK's `k` (the HMAC secret) is empty".into());
+            }
+            Ok(EncodingKey::from_secret(&k))
+        }
         ("RSA", AlgorithmFamily::Rsa) => {
             let parts = ["n", "e", "d", "p", "q", "dp", "dq", "qi"]
                 .iter()

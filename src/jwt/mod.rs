@@ -9,6 +9,7 @@
 
 pub mod jwks;
 pub mod mint;
+pub mod remote;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,69 +37,79 @@ pub struct Key {
     pub algorithms: Vec<Algorithm>,
 }
 
-/// The keys of one issuer, as loaded from its key files at one moment.
-#[derive(Clone, Default)]
-pub struct IssuerKeys {
-    /// Keys from the JWK Set.
-    pub keys: Vec<Key>,
-    /// The HMAC secret, when `hmac_secret_file` is set.
-    pub hmac: Option<Key>,
-}
-
-impl IssuerKeys {
-    pub fn len(&self) -> usize {
-        self.keys.len() + usize::from(self.hmac.is_some())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The key that must verify a token with this `alg` and `kid`, or why there is none.
-    fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<&Key, Failure> {
-        let allows = |k: &&Key| k.algorithms.contains(&alg);
-        if let Some(kid) = kid
-            && let Some(key) = self.keys.iter().find(|k| k.kid.as_deref() == Some(kid))
-        {
-            return if allows(&key) {
-                Ok(key)
-            } else {
-                Err(Failure::new(
-                    Reason::AlgorithmNotAllowed,
-                    format!("key {kid} does not allow {alg:?}"),
-                ))
-            };
-        }
-        // The one HMAC secret has no kid; issuers that stamp one on HS tokens still match it.
-        if let Some(hmac) = self.hmac.as_ref().filter(allows) {
-            return Ok(hmac);
-        }
-        if let Some(kid) = kid {
-            return Err(Failure::new(
-                Reason::UnknownKey,
-                format!("no key with kid {kid}"),
-            ));
-        }
-        let mut fitting = self.keys.iter().filter(allows);
-        match (fitting.next(), fitting.next()) {
-            (Some(key), None) => Ok(key),
-            (Some(_), Some(_)) => Err(Failure::new(
-                Reason::UnknownKey,
-                "the token has no kid and several keys fit",
-            )),
-            (None, _) => Err(Failure::new(
+/// The key that must verify a token with this `alg` and `kid`, or why there is none.
+fn select<'k>(
+    jwks: &'k [Key],
+    hmac: Option<&'k Key>,
+    alg: Algorithm,
+    kid: Option<&str>,
+) -> Result<&'k Key, Failure> {
+    let allows = |k: &&Key| k.algorithms.contains(&alg);
+    if let Some(kid) = kid
+        && let Some(key) = jwks.iter().find(|k| k.kid.as_deref() == Some(kid))
+    {
+        return if allows(&key) {
+            Ok(key)
+        } else {
+            Err(Failure::new(
                 Reason::AlgorithmNotAllowed,
-                format!("no key of this issuer allows {alg:?}"),
-            )),
-        }
+                format!("key {kid} does not allow {alg:?}"),
+            ))
+        };
+    }
+    // The one HMAC secret has no kid; issuers that stamp one on HS tokens still match it.
+    if let Some(hmac) = hmac.filter(allows) {
+        return Ok(hmac);
+    }
+    if let Some(kid) = kid {
+        return Err(Failure::new(
+            Reason::UnknownKey,
+            format!("no key with kid {kid}"),
+        ));
+    }
+    let mut fitting = jwks.iter().filter(allows);
+    match (fitting.next(), fitting.next()) {
+        (Some(key), None) => Ok(key),
+        (Some(_), Some(_)) => Err(Failure::new(
+            Reason::UnknownKey,
+            "the token has no kid and several keys fit",
+        )),
+        (None, _) => Err(Failure::new(
+            Reason::AlgorithmNotAllowed,
+            format!("no key of this issuer allows {alg:?}"),
+        )),
     }
 }
 
 /// One configured issuer: its policy and its current keys.
+///
+/// Each key source is swapped whole by its loader (a file watcher or the JWKS fetcher);
+/// `None` means "never loaded yet", which makes a Check that needs it undecidable.
 pub struct Issuer {
     pub config: IssuerConfig,
-    /// None until the first successful load. Loaders swap in whole new key sets.
-    pub keys: ArcSwapOption<IssuerKeys>,
+    /// Keys of the JWK Set, from `jwks_file` or fetched from `jwks_uri`/discovery.
+    pub jwks: ArcSwapOption<Vec<Key>>,
+    /// The secret of `hmac_secret_file`.
+    pub hmac: ArcSwapOption<Key>,
+    /// For fetched keys: asks the fetcher for an early refetch when a `kid` is unknown.
+    pub refetch: Option<remote::Refetch>,
+}
+
+impl Issuer {
+    fn has_jwks_source(&self) -> bool {
+        self.config.jwks_file.is_some() || self.config.remote.is_some()
+    }
+
+    /// True once every configured key source has loaded at least once.
+    pub fn is_loaded(&self) -> bool {
+        (!self.has_jwks_source() || self.jwks.load().is_some())
+            && (self.config.hmac_secret_file.is_none() || self.hmac.load().is_some())
+    }
+
+    /// How many keys are loaded now.
+    pub fn key_count(&self) -> usize {
+        self.jwks.load().as_ref().map_or(0, |k| k.len()) + usize::from(self.hmac.load().is_some())
+    }
 }
 
 /// A token that passed every check, with what the rest of the request path needs.
@@ -170,7 +181,9 @@ impl Verifier {
             .map(|c| {
                 let issuer = Issuer {
                     config: c.clone(),
-                    keys: ArcSwapOption::empty(),
+                    jwks: ArcSwapOption::empty(),
+                    hmac: ArcSwapOption::empty(),
+                    refetch: c.remote.as_ref().map(remote::Refetch::new),
                 };
                 (c.issuer.clone(), Arc::new(issuer))
             })
@@ -259,15 +272,23 @@ impl Verifier {
                 format!("{alg:?} is not in the issuer's algorithms"),
             )));
         }
-        let keys = issuer.keys.load();
-        let Some(keys) = keys.as_ref() else {
-            return Err(VerifyError::Undecidable(format!(
-                "the keys of issuer {iss} are not loaded yet"
-            )));
-        };
-        let key = keys
-            .select(alg, header.kid.as_deref())
-            .map_err(VerifyError::Denied)?;
+        let jwks = issuer.jwks.load();
+        let hmac = issuer.hmac.load();
+        let key = select(
+            jwks.as_deref().map_or(&[], Vec::as_slice),
+            hmac.as_deref(),
+            alg,
+            header.kid.as_deref(),
+        )
+        .map_err(|f| {
+            // A key we have not got yet may be the one: a source that never loaded makes
+            // the token undecidable rather than denied (SPEC §4).
+            if issuer.is_loaded() {
+                VerifyError::Denied(f)
+            } else {
+                VerifyError::Undecidable(format!("the keys of issuer {iss} are not loaded yet"))
+            }
+        })?;
 
         let signed_len = h64.len() + 1 + p64.len();
         let message = &token.as_bytes()[..signed_len];

@@ -22,16 +22,16 @@ fn verifier(audiences: &[&str], algorithms: Vec<Algorithm>) -> Verifier {
         issuer: ISS.into(),
         audiences: audiences.iter().map(|s| s.to_string()).collect(),
         jwks_file: Some(fixture("jwks.json")),
+        remote: None,
         hmac_secret_file: Some(fixture("hs256.key")),
         algorithms,
         leeway: Duration::from_secs(30),
     };
     let v = Verifier::new(std::slice::from_ref(&config));
-    let loaded = jwks::load_issuer(&config).unwrap();
-    v.issuer(ISS)
-        .unwrap()
-        .keys
-        .store(Some(Arc::new(loaded.keys)));
+    let issuer = v.issuer(ISS).unwrap();
+    for (kind, file) in jwks::key_files(&config) {
+        jwks::install(issuer, kind, jwks::load_file(kind, &file).unwrap().keys);
+    }
     v
 }
 
@@ -217,7 +217,8 @@ fn an_issuer_whose_keys_never_loaded_is_undecidable() {
     let config = IssuerConfig {
         issuer: ISS.into(),
         audiences: vec![],
-        jwks_file: None,
+        jwks_file: Some(fixture("jwks.json")),
+        remote: None,
         hmac_secret_file: None,
         algorithms: vec![],
         leeway: Duration::from_secs(30),
@@ -234,11 +235,10 @@ fn an_issuer_whose_keys_never_loaded_is_undecidable() {
 fn malformed_and_encryption_keys_are_skipped_but_an_empty_set_is_an_error() {
     let (keys, skipped) = jwks::parse_jwks(
         br#"{"keys":[{"kty":"RSA","n":"@@","e":"AQAB","kid":"bad"},{"kty":"EC","crv":"P-256","x":"AA","y":"AA","use":"enc"},{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"ed"}]}"#,
-        Path::new("jwks.json"),
     )
     .unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(skipped.len(), 2);
-    assert!(jwks::parse_jwks(br#"{"keys":[]}"#, Path::new("j")).is_err());
-    assert!(jwks::parse_jwks(b"garbage", Path::new("j")).is_err());
+    assert!(jwks::parse_jwks(br#"{"keys":[]}"#).is_err());
+    assert!(jwks::parse_jwks(b"garbage").is_err());
 }

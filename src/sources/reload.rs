@@ -3,11 +3,12 @@
 //! swaps it in. An invalid, truncated or deleted file keeps the last good state; the error
 //! is logged and counted (SPEC §3 "Reloading").
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::file::{Changes, Fingerprint, fingerprint};
-use crate::jwt::{Issuer, jwks};
+use crate::jwt::Issuer;
+use crate::jwt::jwks::{self, KeyFile};
 use crate::metrics::Metrics;
 use crate::revocation::parse;
 use crate::state::StateHandle;
@@ -20,13 +21,10 @@ pub fn rules_fingerprint(file: &std::path::Path) -> Fingerprint {
     }
 }
 
-/// Fingerprint of an issuer's key files as read now.
-pub fn keys_fingerprint(files: &[PathBuf]) -> Fingerprint {
-    let contents: Vec<Vec<u8>> = files
-        .iter()
-        .map(|f| std::fs::read(f).unwrap_or_else(|e| e.to_string().into_bytes()))
-        .collect();
-    fingerprint(contents.iter().map(Vec::as_slice))
+/// Fingerprint of a key file as read now.
+pub fn file_fingerprint(file: &Path) -> Fingerprint {
+    let bytes = std::fs::read(file).unwrap_or_else(|e| e.to_string().into_bytes());
+    fingerprint([bytes.as_slice()])
 }
 
 /// Follows the rules file until the writer stops.
@@ -73,32 +71,33 @@ pub async fn follow_rules(
     }
 }
 
-/// Follows one issuer's key files for the life of the process.
-pub async fn follow_keys(
+/// Follows one key file of an issuer for the life of the process.
+pub async fn follow_key_file(
     issuer: Arc<Issuer>,
+    kind: KeyFile,
+    file: PathBuf,
     mut changes: Changes,
     mut last: Fingerprint,
     metrics: Arc<Metrics>,
 ) {
-    let files = jwks::key_files(&issuer.config);
     let name = issuer.config.issuer.clone();
     loop {
         changes.next().await;
-        let fp = keys_fingerprint(&files);
+        let fp = file_fingerprint(&file);
         if fp == last {
             continue;
         }
         last = fp;
-        match jwks::load_issuer(&issuer.config) {
+        match jwks::load_file(kind, &file) {
             Ok(loaded) => {
                 for skipped in &loaded.skipped {
-                    tracing::warn!(issuer = %name, key = %skipped, "key skipped");
+                    tracing::warn!(issuer = %name, file = %file.display(), key = %skipped, "key skipped");
                 }
-                let count = loaded.keys.len();
-                issuer.keys.store(Some(Arc::new(loaded.keys)));
+                jwks::install(&issuer, kind, loaded.keys);
+                let count = issuer.key_count();
                 metrics.keys_loaded(&name, count);
                 metrics.keys_reload(&name, true);
-                tracing::info!(issuer = %name, keys = count, "keys reloaded");
+                tracing::info!(issuer = %name, file = %file.display(), keys = count, "keys reloaded");
             }
             Err(error) => {
                 metrics.keys_reload(&name, false);

@@ -8,13 +8,17 @@
 //! - `responses`: what a client gets back: [`AppSaw`] and the SPEC §4 denial assertions.
 //! - `tokens`: [`Token`], JWTs signed with the keys in `tests/fixtures/keys/`.
 //! - `process`: the child-process plumbing `veto` and `envoy` share.
+//! - `grpc`: veto's Check and health services called directly, as Envoy calls them.
+//! - `cli`: `veto` as a one-shot command ([`run_veto`]): exit code, stdout, stderr.
 //!
 //! Why every test starts its own processes: each `#[tokio::test]` runs on its own runtime,
 //! so the echo app (a task) cannot outlive its test, and a process kept in a `static` is
 //! never dropped, so it would outlive the test binary. Tests that need many cases share one
 //! pod inside one test instead.
 
+mod cli;
 mod envoy;
+mod grpc;
 mod pod;
 mod process;
 mod responses;
@@ -22,7 +26,12 @@ mod tokens;
 mod upstream;
 mod veto;
 
+pub use cli::{Run, run_command, run_veto, veto_command};
 pub use envoy::Envoy;
+pub use grpc::{
+    GRPC_OK, assert_check_denied, check, check_allowed, check_client, check_denial_reason,
+    check_outcome, header_values, headers_request, health_client, raw_headers_request,
+};
 pub use pod::Pod;
 pub use responses::{AppSaw, assert_denied, assert_denied_as_missing_token, denial_reason};
 pub use tokens::{

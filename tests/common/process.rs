@@ -52,6 +52,24 @@ impl Process {
         )
     }
 
+    /// The child's process id, e.g. to send it a signal.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own; its exit status, or
+    /// `None` while it still runs.
+    pub async fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        let child = &mut self.child;
+        poll_until(timeout, async || {
+            status = child.try_wait().expect("ask whether the child exited");
+            status.is_some()
+        })
+        .await;
+        status
+    }
+
     /// Waits until `GET url` answers 200. Panics with the process's log when `timeout`
     /// passes first, or at once when the process exits (a bad config, a taken port):
     /// waiting out the timeout for a dead process only hides the reason.

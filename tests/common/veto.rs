@@ -10,7 +10,7 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -71,6 +71,24 @@ impl VetoDir {
     /// Starts `veto serve` with `config_yaml` (placeholders filled in) as `veto.yaml` in
     /// this dir, and waits until `/readyz` answers 200.
     pub async fn start(self, config_yaml: &str) -> Veto {
+        self.start_serve(config_yaml, |command, config_path| {
+            command.arg("serve").arg("--config").arg(config_path);
+        })
+        .await
+    }
+
+    /// As [`VetoDir::start`], but names the config in `VETO_CONFIG` instead of `--config`
+    /// (SPEC §1: the two are the same).
+    pub async fn start_with_config_from_env(self, config_yaml: &str) -> Veto {
+        self.start_serve(config_yaml, |command, config_path| {
+            command.arg("serve").env("VETO_CONFIG", config_path);
+        })
+        .await
+    }
+
+    /// Writes the config and starts veto; `serve` puts `serve` and the config path on the
+    /// command line.
+    async fn start_serve(self, config_yaml: &str, serve: impl FnOnce(&mut Command, &Path)) -> Veto {
         assert!(
             config_yaml.contains(ADMIN_LISTEN),
             "the test config must say `admin: {{listen: {ADMIN_LISTEN}}}`: the harness waits \
@@ -87,7 +105,7 @@ impl VetoDir {
         // No current_dir: the child runs in the crate root, so a config path that wrongly
         // resolves against the working directory instead of the config's directory fails.
         let mut command = Command::new(env!("CARGO_BIN_EXE_veto"));
-        command.arg("serve").arg("--config").arg(&config_path);
+        serve(&mut command, &config_path);
         let mut process = Process::spawn("veto", command, self.path());
         process
             .wait_until_ok(&format!("http://{admin}/readyz"), READY_TIMEOUT)
@@ -147,6 +165,22 @@ impl Veto {
     /// it watches. Not atomic: use a rename when a test needs the file to change at once.
     pub fn write(&self, relative_path: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         write_file(self.dir(), relative_path, contents.as_ref())
+    }
+
+    /// Sends SIGTERM, as the kubelet does when it stops the pod. (`kill`, because std has
+    /// no signal API.)
+    pub fn terminate(&self) {
+        let pid = self.process.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM {pid} failed: {status}");
+    }
+
+    /// Waits up to `timeout` for veto to exit; its exit status, or `None` while it runs.
+    pub async fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.process.wait_for_exit(timeout).await
     }
 
     /// Everything veto has logged so far.

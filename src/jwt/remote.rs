@@ -1,0 +1,278 @@
+//! Keys fetched from the identity provider: `jwks_uri`, or OpenID discovery
+//! (`<issuer>/.well-known/openid-configuration`, then its `jwks_uri`), cached and refreshed.
+//!
+//! One fetcher task per issuer swaps whole key sets into the issuer's `arc-swap`; a Check
+//! never waits on the network, except for the one case the issue asks for: a token whose
+//! `kid` is unknown may be signed with a key the provider has just rotated in, so it asks
+//! for an early refetch and is decided after that fetch completes or times out. Such
+//! refetches are rate-limited per issuer (`min_refetch_interval`), so a flood of forged
+//! `kid`s costs the provider at most one request per interval.
+//!
+//! A failed fetch keeps the last good keys. Until the first success the issuer is not
+//! loaded: `/readyz` says 503 and its tokens are undecidable (gRPC `UNAVAILABLE`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::{Notify, watch};
+
+use super::Issuer;
+use super::jwks::parse_jwks;
+use crate::config::{KeySource, RemoteKeys};
+use crate::metrics::Metrics;
+use crate::readiness::BlockReady;
+
+/// Largest key document accepted; real JWK Sets are a few kilobytes.
+const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+
+/// Bounds on a `Cache-Control: max-age`: not so short that veto hammers the provider, not
+/// so long that a removed key lingers for days.
+const MIN_MAX_AGE: Duration = Duration::from_secs(30);
+const MAX_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// First retry after a failed fetch; it doubles up to the refresh interval.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("{field}: {message}")]
+    Setup { field: String, message: String },
+}
+
+/// Why one fetch failed (logged, counted; the last good keys stay).
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("GET {url}: {message}")]
+    Http { url: String, message: String },
+    #[error("{url}: {message}")]
+    Document { url: String, message: String },
+}
+
+/// The early-refetch channel between Checks and the fetcher of one issuer.
+pub struct Refetch {
+    min_interval: Duration,
+    /// Bounds how long a Check waits for a refetch it triggered.
+    wait: Duration,
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the last accepted trigger, plus one (0: never).
+    last_trigger_ms: AtomicU64,
+    wake: Notify,
+    /// Counts completed fetch attempts, so a waiter knows when "its" fetch is done.
+    completed: watch::Sender<u64>,
+}
+
+impl Refetch {
+    pub fn new(remote: &RemoteKeys) -> Refetch {
+        Refetch {
+            min_interval: remote.min_refetch_interval,
+            // Discovery is two requests, each bounded by fetch_timeout.
+            wait: remote.fetch_timeout * 2 + Duration::from_millis(500),
+            epoch: Instant::now(),
+            last_trigger_ms: AtomicU64::new(0),
+            wake: Notify::new(),
+            completed: watch::Sender::new(0),
+        }
+    }
+
+    /// A token's `kid` was unknown: fetch now, unless a refetch was triggered less than
+    /// `min_interval` ago. True when a fetch completed in time (decide again), false when
+    /// rate-limited or timed out.
+    pub async fn unknown_kid(&self) -> bool {
+        let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        let last = self.last_trigger_ms.load(Ordering::Relaxed);
+        let min_ms = u64::try_from(self.min_interval.as_millis()).unwrap_or(u64::MAX);
+        if last != 0 && now_ms.saturating_sub(last) < min_ms {
+            return false;
+        }
+        // Only one of several concurrent triggers wins; the others wait for the same fetch.
+        let won = self
+            .last_trigger_ms
+            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        let mut completed = self.completed.subscribe();
+        let seen = *completed.borrow_and_update();
+        if won {
+            self.wake.notify_one();
+        }
+        tokio::time::timeout(self.wait, completed.wait_for(|n| *n > seen))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// Builds the HTTP client of one issuer: rustls, the system roots plus `ca_file`, and the
+/// request timeout.
+pub fn client(remote: &RemoteKeys, field_prefix: &str) -> Result<reqwest::Client, RemoteError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(remote.fetch_timeout)
+        .connect_timeout(remote.fetch_timeout)
+        .user_agent(concat!("veto/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = &remote.ca_file {
+        let setup = |message: String| RemoteError::Setup {
+            field: format!("{field_prefix}.ca_file"),
+            message,
+        };
+        let pem = std::fs::read(ca).map_err(|e| setup(format!("{}: {e}", ca.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| setup(format!("{}: not PEM certificates: {e}", ca.display())))?;
+        if certs.is_empty() {
+            return Err(setup(format!("{}: holds no certificate", ca.display())));
+        }
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().map_err(|e| RemoteError::Setup {
+        field: format!("{field_prefix}.jwks_uri"),
+        message: format!("cannot build the HTTP client: {e}"),
+    })
+}
+
+/// Fetches an issuer's keys for the life of the process. `ready` is released after the
+/// first successful fetch.
+pub async fn run(
+    issuer: Arc<Issuer>,
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+    ready: BlockReady,
+) {
+    let (Some(remote), Some(refetch)) = (issuer.config.remote.clone(), issuer.refetch.as_ref())
+    else {
+        return;
+    };
+    let name = issuer.config.issuer.clone();
+    let mut ready = Some(ready);
+    let mut retry = FIRST_RETRY;
+    loop {
+        let next = match fetch(&client, &name, &remote.source).await {
+            Ok(fetched) => {
+                for skipped in &fetched.skipped {
+                    tracing::warn!(issuer = %name, key = %skipped, "fetched key skipped");
+                }
+                let count = fetched.keys.len();
+                issuer.jwks.store(Some(Arc::new(fetched.keys)));
+                metrics.keys_loaded(&name, issuer.key_count());
+                metrics.jwks_fetch(&name, true);
+                tracing::info!(issuer = %name, url = %fetched.url, keys = count, "keys fetched");
+                if ready.take().is_some() {
+                    tracing::info!(issuer = %name, "issuer ready");
+                }
+                retry = FIRST_RETRY;
+                fetched.max_age.map_or(remote.refresh_interval, |a| {
+                    a.clamp(MIN_MAX_AGE, MAX_MAX_AGE)
+                })
+            }
+            Err(error) => {
+                metrics.jwks_fetch(&name, false);
+                tracing::error!(issuer = %name, %error, "key fetch failed; the last good keys stay in force");
+                let wait = retry.min(remote.refresh_interval);
+                retry = (retry * 2).min(remote.refresh_interval);
+                wait
+            }
+        };
+        refetch.completed.send_modify(|n| *n += 1);
+        tokio::select! {
+            () = tokio::time::sleep(next) => {}
+            () = refetch.wake.notified() => {}
+        }
+    }
+}
+
+struct Fetched {
+    url: String,
+    keys: Vec<super::Key>,
+    skipped: Vec<String>,
+    max_age: Option<Duration>,
+}
+
+async fn fetch(
+    client: &reqwest::Client,
+    issuer: &str,
+    source: &KeySource,
+) -> Result<Fetched, FetchError> {
+    let url = match source {
+        KeySource::JwksUri(u) => u.clone(),
+        KeySource::Discovery => discover(client, issuer).await?,
+    };
+    let (body, max_age) = get(client, &url).await?;
+    let (keys, skipped) = parse_jwks(&body).map_err(|message| FetchError::Document {
+        url: url.clone(),
+        message,
+    })?;
+    Ok(Fetched {
+        url,
+        keys,
+        skipped,
+        max_age,
+    })
+}
+
+/// OpenID Connect Discovery 1.0 §4: the provider's `jwks_uri`.
+async fn discover(client: &reqwest::Client, issuer: &str) -> Result<String, FetchError> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let (body, _) = get(client, &url).await?;
+    let doc: Value = serde_json::from_slice(&body).map_err(|e| FetchError::Document {
+        url: url.clone(),
+        message: format!("not JSON: {e}"),
+    })?;
+    match doc.get("jwks_uri").and_then(Value::as_str) {
+        Some(u) if u.starts_with("https://") || u.starts_with("http://") => Ok(u.to_owned()),
+        _ => Err(FetchError::Document {
+            url,
+            message: "no http(s) jwks_uri in the discovery document".into(),
+        }),
+    }
+}
+
+/// GETs a document of bounded size; returns it with its `Cache-Control: max-age`.
+async fn get(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
+    let http = |message: String| FetchError::Http {
+        url: url.to_owned(),
+        message,
+    };
+    let mut resp = client
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| http(describe(&e)))?;
+    if !resp.status().is_success() {
+        return Err(http(format!("status {}", resp.status())));
+    }
+    let max_age = resp
+        .headers()
+        .get_all("cache-control")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|d| d.trim().strip_prefix("max-age="))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| http(describe(&e)))? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_DOCUMENT_BYTES {
+            return Err(http(format!("larger than {MAX_DOCUMENT_BYTES} bytes")));
+        }
+    }
+    Ok((body, max_age))
+}
+
+/// reqwest's error with its causes, which is where "certificate unknown" or "timed out"
+/// actually appears.
+fn describe(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,540 @@
+//! `veto serve` from start to stop, as Kubernetes and an operator see it: it refuses to
+//! start on anything invalid (SPEC §1, never a half-loaded state), takes its config from
+//! `--config` or `VETO_CONFIG`, answers the kubelet's probes and Prometheus, serves Envoy
+//! over TCP or a Unix socket, and stops cleanly on SIGTERM.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use reqwest::StatusCode;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::codegen::{Bytes, Service, http};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::common::{
+    AppSaw, EchoUpstream, Envoy, Pod, Run, SUBJECT, Token, VetoDir, assert_denied_as_missing_token,
+    check_allowed, free_loopback_addr, headers_request, http_client, poll_until, run_command,
+    veto_command,
+};
+
+/// One issuer with the fixture keys and a rules file, `sub` forwarded: a complete sidecar.
+const CONFIG: &str = r#"
+grpc: {listen: $GRPC_LISTEN}
+admin: {listen: $ADMIN_LISTEN}
+issuers:
+  - issuer: https://issuer.test
+    audiences: [orders-api]
+    jwks_file: jwks.json
+    hmac_secret_file: hs256.key
+revocation:
+  file: rules/rules.json
+forward:
+  claims_to_headers: {sub: x-jwt-sub}
+"#;
+
+/// Two rules, so `veto_rules{source="file"}` has something to count.
+const RULES: &str = r#"{"rules": [{"sub": "mallory"}, {"session": "stolen-session"}]}"#;
+
+/// The fixture keys and [`RULES`], ready for [`CONFIG`].
+fn sidecar_dir() -> VetoDir {
+    let dir = VetoDir::new().with_fixture_keys();
+    dir.write("rules/rules.json", RULES);
+    dir
+}
+
+/// How long veto may take to stop after SIGTERM: Kubernetes' grace period is 30 s, and
+/// veto has nothing to flush, so a few seconds is already slow.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether anything accepts TCP connections on `addr`.
+fn listening(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+}
+
+// ---- refusing to start ----------------------------------------------------------------
+
+/// `config_yaml` with `$GRPC_LISTEN` and `$ADMIN_LISTEN` replaced by `grpc` and `admin`.
+fn with_addrs(config_yaml: &str, grpc: SocketAddr, admin: SocketAddr) -> String {
+    config_yaml
+        .replace("$GRPC_LISTEN", &grpc.to_string())
+        .replace("$ADMIN_LISTEN", &admin.to_string())
+}
+
+/// `veto serve --config <config>`, run until it exits (which it must, soon).
+fn serve(config: &Path) -> Run {
+    run_command(veto_command([
+        Path::new("serve"),
+        Path::new("--config"),
+        config,
+    ]))
+}
+
+/// Runs `veto serve` with `config_yaml` (its placeholders given free ports) as
+/// `<dir>/veto.yaml`, and asserts that it exits 1 at once, with stderr naming each of
+/// `names`, and that nothing listens on either port.
+fn assert_serve_refuses(dir: &VetoDir, config_yaml: &str, names: &[&str]) {
+    let (grpc, admin) = (free_loopback_addr(), free_loopback_addr());
+    let config = dir.write("veto.yaml", with_addrs(config_yaml, grpc, admin));
+    serve(&config).assert_exit(1).assert_stderr_names(names);
+    assert!(
+        !listening(admin),
+        "the admin port answers after a refused start"
+    );
+    assert!(
+        !listening(grpc),
+        "the gRPC port answers after a refused start"
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_when_its_config_file_is_missing() {
+    let dir = VetoDir::new();
+    let config = dir.path().join("no-such-config.yaml");
+    serve(&config)
+        .assert_exit(1)
+        .assert_stderr_names(&[&config.display().to_string()]);
+}
+
+#[test]
+fn serve_refuses_to_start_with_an_unknown_config_field() {
+    let dir = sidecar_dir();
+    let config = dir.path().join("veto.yaml");
+    let bad = CONFIG.replace(
+        "hmac_secret_file: hs256.key",
+        "hmac_secret_file: hs256.key\n    colour: red",
+    );
+    assert_serve_refuses(&dir, &bad, &[&config.display().to_string(), "colour"]);
+}
+
+#[test]
+fn serve_refuses_to_start_when_a_key_file_is_missing() {
+    let dir = sidecar_dir();
+    let key = dir.path().join("hs256.key");
+    std::fs::remove_file(&key).expect("remove the HMAC secret");
+    assert_serve_refuses(&dir, CONFIG, &[&key.display().to_string()]);
+}
+
+#[test]
+fn serve_refuses_to_start_when_a_key_file_is_garbage() {
+    let dir = sidecar_dir();
+    let jwks = dir.write("jwks.json", "this is not a JWK Set");
+    assert_serve_refuses(&dir, CONFIG, &[&jwks.display().to_string()]);
+}
+
+#[test]
+fn serve_refuses_to_start_when_the_rules_file_is_invalid() {
+    let dir = sidecar_dir();
+    let rules = dir.write(
+        "rules/rules.json",
+        r#"{"rules": [{"sub": "mallory"}, {"sub": "x", "expires_at": "someday"}]}"#,
+    );
+    assert_serve_refuses(
+        &dir,
+        CONFIG,
+        &[&rules.display().to_string(), "rules[1].expires_at"],
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_when_the_rules_file_is_missing() {
+    let dir = sidecar_dir();
+    let rules = dir.path().join("rules/rules.json");
+    std::fs::remove_file(&rules).expect("remove the rules file");
+    assert_serve_refuses(&dir, CONFIG, &[&rules.display().to_string()]);
+}
+
+#[test]
+fn serve_never_deletes_a_regular_file_in_place_of_its_socket() {
+    let dir = sidecar_dir();
+    let not_a_socket = dir.write("veto.sock", "someone's data");
+    let socket = dir.path().join("veto.sock");
+    let config = CONFIG.replace("$GRPC_LISTEN", &format!("\"unix:{}\"", socket.display()));
+
+    assert_serve_refuses(&dir, &config, &["grpc.listen"]);
+
+    assert_eq!(
+        std::fs::read_to_string(&not_a_socket).expect("the file is still there"),
+        "someone's data"
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_when_its_ports_are_taken_naming_the_listener() {
+    for field in ["admin.listen", "grpc.listen"] {
+        let dir = sidecar_dir();
+        // Held until the end of the iteration: another process's listener on the port.
+        let squatter = TcpListener::bind("127.0.0.1:0").expect("bind a port to take");
+        let taken = squatter.local_addr().expect("read the taken port");
+        let (grpc, admin) = match field {
+            "grpc.listen" => (taken, free_loopback_addr()),
+            _ => (free_loopback_addr(), taken),
+        };
+        let config = dir.write("veto.yaml", with_addrs(CONFIG, grpc, admin));
+
+        serve(&config)
+            .assert_exit(1)
+            .assert_stderr_names(&[field, &taken.to_string()]);
+    }
+}
+
+#[test]
+fn serve_without_a_config_is_a_usage_error() {
+    run_command(veto_command(["serve"]))
+        .assert_exit(2)
+        .assert_stderr_names(&["--config"]);
+}
+
+// ---- starting, probes and metrics -----------------------------------------------------
+
+#[tokio::test]
+async fn veto_config_in_the_environment_works_like_the_config_flag() {
+    let veto = sidecar_dir().start_with_config_from_env(CONFIG).await;
+
+    let metrics = get_text(&veto.admin_url("/metrics")).await;
+
+    assert!(
+        metrics.contains(r#"veto_keys{issuer="https://issuer.test"}"#),
+        "veto loaded the issuer of the config named in VETO_CONFIG:\n{metrics}"
+    );
+    assert!(listening(veto.grpc_addr()), "the gRPC port is open");
+}
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_200_once_started() {
+    let veto = sidecar_dir().start(CONFIG).await;
+    let http = http_client();
+
+    for path in ["/healthz", "/readyz"] {
+        let response = http
+            .get(veto.admin_url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_a_denied_request_and_show_rules_keys_and_snapshot_version() {
+    let pod = Pod::start(sidecar_dir(), CONFIG).await;
+    let metrics_url = pod.veto.admin_url("/metrics");
+
+    let before = get_text(&metrics_url).await;
+    for series in [
+        "veto_checks_total",
+        "veto_snapshot_version",
+        "veto_rules{source=\"file\"}",
+        "veto_keys{issuer=\"https://issuer.test\"}",
+    ] {
+        assert!(
+            before.contains(series),
+            "/metrics shows {series}:\n{before}"
+        );
+    }
+    assert_eq!(
+        metric(&before, r#"veto_rules{source="file"}"#),
+        Some(2.0),
+        "{before}"
+    );
+    assert!(
+        metric(&before, r#"veto_keys{issuer="https://issuer.test"}"#).is_some_and(|n| n >= 4.0),
+        "the four JWKs of the fixture set are counted:\n{before}"
+    );
+    assert!(
+        metric(&before, "veto_snapshot_version").is_some(),
+        "veto_snapshot_version is a number:\n{before}"
+    );
+
+    let response = pod.get("/orders").send().await.expect("send a request");
+    assert_denied_as_missing_token(response).await;
+
+    let denied = r#"veto_checks_total{decision="deny",reason="missing_token"}"#;
+    let mut after = String::new();
+    let counted = poll_until(Duration::from_secs(5), async || {
+        after = get_text(&metrics_url).await;
+        metric(&after, denied) == Some(1.0)
+    })
+    .await;
+    assert!(
+        counted,
+        "{denied} 1 after one request without a token:\n{after}"
+    );
+}
+
+/// `GET url` (an admin URL), asserting 200; the body.
+async fn get_text(url: &str) -> String {
+    let response = http_client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(response.status(), StatusCode::OK, "GET {url}");
+    response.text().await.expect("read the body")
+}
+
+/// The value of `series` (name and labels, exactly as exposed) in Prometheus text.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+}
+
+// ---- stopping ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sigterm_makes_veto_exit_0_and_close_its_ports_and_envoy_then_fails_closed() {
+    let mut pod = Pod::start(sidecar_dir(), CONFIG).await;
+    // One allowed request first, so Envoy holds an HTTP/2 connection to veto, as in a pod
+    // under traffic: veto must not wait forever for Envoy to hang up.
+    AppSaw::read(pod.get_with_token("/", &Token::new().sign()).await).await;
+    // And a scrape whose client keeps its connection open, as Prometheus does.
+    let scraper = http_client();
+    let scrape = scraper.get(pod.veto.admin_url("/metrics")).send().await;
+    // Read to the end, so the connection goes back to the client's pool, idle.
+    let scraped = scrape.expect("scrape /metrics").text().await;
+    assert!(scraped.is_ok_and(|metrics| metrics.contains("veto_checks_total")));
+    let (grpc, admin) = (pod.veto.grpc_addr(), pod.veto.admin_addr());
+
+    pod.veto.terminate();
+
+    let status = pod.veto.wait_for_exit(STOP_TIMEOUT).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "veto exits 0 within {STOP_TIMEOUT:?} of SIGTERM, got {status:?}\n{}",
+        pod.veto.log()
+    );
+    assert!(!listening(grpc), "the gRPC port is closed after veto exits");
+    assert!(
+        !listening(admin),
+        "the admin port is closed after veto exits"
+    );
+    let response = pod.get_with_token("/", &Token::new().sign()).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "with veto gone, Envoy fails closed with 503"
+    );
+}
+
+#[tokio::test]
+async fn a_check_in_flight_when_sigterm_arrives_still_gets_its_answer() {
+    let mut veto = sidecar_dir().start(CONFIG).await;
+    let grpc = veto.grpc_addr();
+    let (hold, opened, release) = Hold::new();
+    let mut client = AuthorizationClient::new(HoldFirstBody {
+        channel: Endpoint::from_shared(format!("http://{grpc}"))
+            .expect("a socket address makes a valid URI")
+            .connect()
+            .await
+            .expect("connect to veto's gRPC port"),
+        hold: Arc::new(Mutex::new(Some(hold))),
+    });
+    let mut second = client.clone();
+    let check = headers_request(&[("authorization", &format!("Bearer {}", Token::new().sign()))]);
+    let held_check = check.clone();
+    let held = tokio::spawn(async move { client.check(held_check).await });
+    opened.await.expect("the held Check opens its stream");
+    // A second Check on the same HTTP/2 connection, answered in full: veto has read every
+    // frame sent before it, so the held Check's stream is open at veto, waiting for its
+    // message.
+    let answered = second
+        .check(check)
+        .await
+        .expect("a second Check is answered");
+    check_allowed(answered.get_ref());
+
+    veto.terminate();
+    let draining = poll_until(STOP_TIMEOUT, async || !listening(grpc)).await;
+    assert!(draining, "veto stops accepting connections on SIGTERM");
+    assert!(
+        !held.is_finished(),
+        "the held Check is still in flight while veto drains"
+    );
+    release
+        .send(())
+        .expect("the held Check still waits for its message");
+
+    let response = tokio::time::timeout(STOP_TIMEOUT, held)
+        .await
+        .expect("the held Check is answered")
+        .expect("the Check task did not panic")
+        .unwrap_or_else(|status| panic!("the held Check failed: {status:?}\n{}", veto.log()));
+    check_allowed(response.get_ref());
+    let status = veto.wait_for_exit(STOP_TIMEOUT).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "veto exits 0 once the Check in flight is answered, got {status:?}\n{}",
+        veto.log()
+    );
+}
+
+/// What [`HoldFirstBody`] does to the first call: tell `opened` once the call's headers
+/// are sent (its body is first polled), then hold the body until `release` fires.
+struct Hold {
+    opened: oneshot::Sender<()>,
+    release: oneshot::Receiver<()>,
+}
+
+impl Hold {
+    /// The hold, the receiver `opened` fires on, and the sender that releases the body.
+    fn new() -> (Hold, oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (opened, on_opened) = oneshot::channel();
+        let (release, on_release) = oneshot::channel();
+        let hold = Hold {
+            opened,
+            release: on_release,
+        };
+        (hold, on_opened, release)
+    }
+}
+
+/// A gRPC channel whose first call sends its headers at once but holds its body (the
+/// request message): a Check in flight for as long as the test wants. Later calls pass.
+#[derive(Clone)]
+struct HoldFirstBody {
+    channel: Channel,
+    hold: Arc<Mutex<Option<Hold>>>,
+}
+
+impl Service<http::Request<tonic::body::Body>> for HoldFirstBody {
+    type Response = <Channel as Service<http::Request<tonic::body::Body>>>::Response;
+    type Error = <Channel as Service<http::Request<tonic::body::Body>>>::Error;
+    type Future = <Channel as Service<http::Request<tonic::body::Body>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Service::poll_ready(&mut self.channel, cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let Some(Hold { opened, release }) = self.hold.lock().expect("not poisoned").take() else {
+            return self.channel.call(request);
+        };
+        let (parts, body) = request.into_parts();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, axum::Error>>(4);
+        tokio::spawn(async move {
+            let _ = release.await;
+            let mut data = axum::body::Body::new(body).into_data_stream();
+            while let Some(chunk) = data.next().await {
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let held = OpenedOnFirstPoll {
+            inner: ReceiverStream::new(rx),
+            opened: Some(opened),
+        };
+        let body = tonic::body::Body::new(axum::body::Body::from_stream(held));
+        self.channel.call(http::Request::from_parts(parts, body))
+    }
+}
+
+/// A body stream that fires `opened` when first polled: the HTTP/2 client polls a
+/// request's body only after queueing its headers.
+struct OpenedOnFirstPoll<S> {
+    inner: S,
+    opened: Option<oneshot::Sender<()>>,
+}
+
+impl<S: Stream + Unpin> Stream for OpenedOnFirstPoll<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if let Some(opened) = self.opened.take() {
+            let _ = opened.send(());
+        }
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+// ---- a Unix socket ----------------------------------------------------------------------
+
+/// [`CONFIG`] with the Check service on the Unix socket `<dir>/veto.sock` instead of TCP,
+/// with `extra` (e.g. `socket_mode`) beside `listen`.
+fn uds_config(extra: &str) -> String {
+    CONFIG.replace(
+        "grpc: {listen: $GRPC_LISTEN}",
+        &format!(r#"grpc: {{listen: "unix:$DIR/veto.sock"{extra}}}"#),
+    )
+}
+
+/// The permission bits of `path`.
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test]
+async fn over_a_unix_socket_a_valid_token_reaches_the_app_and_the_socket_is_mode_0660() {
+    let mut veto = sidecar_dir().start(&uds_config("")).await;
+    let socket = veto.dir().join("veto.sock");
+    assert_eq!(mode(&socket), 0o660, "the socket's default mode is 0660");
+    let app = EchoUpstream::start().await;
+    let envoy = Envoy::start_uds(&socket, app.addr()).await;
+    let http = http_client();
+
+    let response = http
+        .get(envoy.url("/orders"))
+        .bearer_auth(Token::new().sign())
+        .send()
+        .await
+        .expect("send a request through Envoy");
+    let saw = AppSaw::read(response).await;
+    assert_eq!(saw.header("x-jwt-sub"), [SUBJECT]);
+    let response = http
+        .get(envoy.url("/orders"))
+        .send()
+        .await
+        .expect("send a request through Envoy");
+    assert_denied_as_missing_token(response).await;
+
+    veto.terminate();
+    let status = veto.wait_for_exit(STOP_TIMEOUT).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "veto on a Unix socket exits 0 on SIGTERM, got {status:?}\n{}",
+        veto.log()
+    );
+    assert!(
+        !socket.exists(),
+        "veto removes its socket file when it stops"
+    );
+}
+
+#[tokio::test]
+async fn socket_mode_0600_makes_the_socket_owner_only() {
+    let veto = sidecar_dir()
+        .start(&uds_config(r#", socket_mode: "0600""#))
+        .await;
+
+    assert_eq!(mode(&veto.dir().join("veto.sock")), 0o600);
+}
+
+#[tokio::test]
+async fn a_stale_socket_file_left_by_a_crash_does_not_stop_veto_from_starting() {
+    let dir = sidecar_dir();
+    let socket = dir.path().join("veto.sock");
+    // A listener dropped without removing its file: what a killed veto leaves behind.
+    drop(UnixListener::bind(&socket).expect("bind a socket to leave behind"));
+    assert!(
+        UnixStream::connect(&socket).is_err(),
+        "the stale socket has nobody behind it"
+    );
+
+    let veto = dir.start(&uds_config("")).await;
+
+    UnixStream::connect(veto.dir().join("veto.sock"))
+        .expect("veto listens on the socket path the stale file occupied");
+}
