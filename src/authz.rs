@@ -91,14 +91,26 @@ impl Authz {
             }
         };
         let snapshot = self.snapshot.load();
-        let mut out = self.decide_token(&token, &snapshot, now);
-        out.token_id = Some(token_hash::log_id(&token));
-        out
+        self.decide_token(&token, &snapshot, now)
     }
 
     /// Decides a bare token (also what `POST /v1/explain` answers).
     pub fn decide_token(&self, token: &str, snapshot: &Snapshot, now: UnixTime) -> Outcome {
-        let verified = match self.verifier.verify(token, now) {
+        // One digest serves the verification cache, `token_sha256` rules and the log.
+        let digest = token_hash::sha256(token);
+        let mut out = self.decide_digested(token, &digest, snapshot, now);
+        out.token_id = Some(token_hash::hex_prefix(&digest));
+        out
+    }
+
+    fn decide_digested(
+        &self,
+        token: &str,
+        digest: &[u8; 32],
+        snapshot: &Snapshot,
+        now: UnixTime,
+    ) -> Outcome {
+        let verified = match self.verifier.verify(token, digest, now) {
             Ok(v) => v,
             Err(VerifyError::Undecidable(why)) => {
                 return Outcome::new(Decision::Unavailable(why.clone()), why);
@@ -111,7 +123,7 @@ impl Authz {
             }
         };
         let hashes = if snapshot.needs_token_hash() {
-            token_hash::token_hashes(token, verified.alg)
+            token_hash::token_hashes(token, *digest, verified.alg)
         } else {
             Vec::new()
         };
@@ -136,7 +148,7 @@ impl Authz {
             }
             None => Outcome::new(self.allow(&verified), "allowed"),
         };
-        out.iss = Some(verified.iss);
+        out.iss = Some(verified.iss.clone());
         out.sub = sub;
         out
     }

@@ -62,6 +62,25 @@ pub struct Config {
     pub token: TokenConfig,
     pub revocation: RevocationConfig,
     pub forward: ForwardConfig,
+    pub cache: CacheConfig,
+}
+
+/// The verification cache (see `jwt/cache.rs`).
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Slots; 0 turns the cache off.
+    pub max_entries: usize,
+    /// Approximate memory budget.
+    pub max_bytes: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_entries: 16_384,
+            max_bytes: 32 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +170,15 @@ struct RawConfig {
     revocation: RawRevocation,
     #[serde(default)]
     forward: RawForward,
+    #[serde(default)]
+    cache: RawCache,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    max_entries: Option<usize>,
+    max_bytes: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -359,6 +387,16 @@ impl Fields<'_> {
             token: TokenConfig { header },
             revocation,
             forward: ForwardConfig { claims_to_headers },
+            cache: CacheConfig {
+                max_entries: raw
+                    .cache
+                    .max_entries
+                    .unwrap_or(CacheConfig::default().max_entries),
+                max_bytes: raw
+                    .cache
+                    .max_bytes
+                    .unwrap_or(CacheConfig::default().max_bytes),
+            },
         })
     }
 

@@ -65,7 +65,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
 
     // Keys: every key file loads before anything listens; fetched keys load in the
     // background, and readiness waits for them.
-    let verifier = Arc::new(Verifier::new(&config.issuers));
+    let verifier = Arc::new(Verifier::new(&config.issuers, &config.cache));
     for (i, issuer) in config.issuers.iter().enumerate() {
         let Some(shared) = verifier.issuer(&issuer.issuer).cloned() else {
             continue;
@@ -105,8 +105,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     // Rules: the file (when configured) must be valid to start.
     let (file_rules, rules_fp) = match &config.revocation.file {
         Some(file) => {
-            let fp = reload::rules_fingerprint(file);
-            let table = parse::load_file(file)?;
+            let (fp, table) = reload::read_rules(file, None);
+            let table = table.unwrap_or_else(|| Ok(RuleTable::default()))?;
             tracing::info!(file = %file.display(), rules = table.len(), "rules loaded");
             (table, Some(fp))
         }

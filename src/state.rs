@@ -63,7 +63,8 @@ pub enum WriteError {
 
 enum Command {
     ReplaceFile {
-        table: RuleTable,
+        /// Boxed: a table is large and most commands are small pushes.
+        table: Box<RuleTable>,
         done: oneshot::Sender<u64>,
     },
     Push {
@@ -92,7 +93,11 @@ impl StateHandle {
     /// Replaces the rules file's layer; resolves with the version that holds it.
     pub async fn replace_file(&self, table: RuleTable) -> Result<u64, WriteError> {
         let (done, rx) = oneshot::channel();
-        self.send(Command::ReplaceFile { table, done }).await?;
+        self.send(Command::ReplaceFile {
+            table: Box::new(table),
+            done,
+        })
+        .await?;
         rx.await.map_err(|_| WriteError::Gone)
     }
 
@@ -267,7 +272,7 @@ impl Writer {
     fn apply(&mut self, cmd: Command, replies: &mut Vec<Reply>) -> Changed {
         match cmd {
             Command::ReplaceFile { table, done } => {
-                self.file = Arc::new(table);
+                self.file = Arc::new(*table);
                 replies.push(Reply::File(done));
                 Changed {
                     file: true,

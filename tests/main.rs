@@ -12,8 +12,11 @@
 mod common;
 
 mod admin;
+mod cache;
 mod cli;
 mod decisions;
 mod grpc;
 mod lifecycle;
+mod manifests;
 mod reload;
+mod remote_keys;

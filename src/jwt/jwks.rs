@@ -75,10 +75,10 @@ pub fn key_files(config: &IssuerConfig) -> Vec<(KeyFile, PathBuf)> {
 /// Installs freshly loaded keys of one file into the issuer.
 pub fn install(issuer: &super::Issuer, kind: KeyFile, mut keys: Vec<Key>) {
     match kind {
-        KeyFile::Jwks => issuer.jwks.store(Some(std::sync::Arc::new(keys))),
+        KeyFile::Jwks => issuer.store_jwks(keys),
         KeyFile::Hmac => {
             if let Some(key) = keys.pop() {
-                issuer.hmac.store(Some(std::sync::Arc::new(key)));
+                issuer.store_hmac(key);
             }
         }
     }

@@ -7,12 +7,14 @@
 //! RSA public key used as an HMAC secret (algorithm confusion), and `alg: none` is not an
 //! algorithm at all. Keys are read through `arc-swap`: a key file reload never blocks a Check.
 
+pub mod cache;
 pub mod jwks;
 pub mod mint;
 pub mod remote;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
 use base64::Engine;
@@ -20,7 +22,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
-use crate::config::IssuerConfig;
+use crate::config::{CacheConfig, IssuerConfig};
 use crate::decision::Reason;
 use crate::revocation::UnixTime;
 
@@ -93,9 +95,28 @@ pub struct Issuer {
     pub hmac: ArcSwapOption<Key>,
     /// For fetched keys: asks the fetcher for an early refetch when a `kid` is unknown.
     pub refetch: Option<remote::Refetch>,
+    /// Bumped whenever a key source is swapped: a cached verification made under another
+    /// generation is not trusted (a removed key stops being accepted at once).
+    generation: AtomicU64,
 }
 
 impl Issuer {
+    /// Installs a new JWK Set (from the file or the provider).
+    pub fn store_jwks(&self, keys: Vec<Key>) {
+        self.jwks.store(Some(Arc::new(keys)));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Installs a new HMAC secret.
+    pub fn store_hmac(&self, key: Key) {
+        self.hmac.store(Some(Arc::new(key)));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     fn has_jwks_source(&self) -> bool {
         self.config.jwks_file.is_some() || self.config.remote.is_some()
     }
@@ -119,6 +140,43 @@ pub struct Verified {
     pub claims: Map<String, Value>,
     pub iss: String,
     pub iat: Option<UnixTime>,
+    /// Re-checked on every use of a cached verification.
+    pub times: TimeClaims,
+    /// The issuer's key generation this was verified under.
+    pub generation: u64,
+}
+
+/// The time claims of a token and the leeway they are judged with.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeClaims {
+    pub exp: UnixTime,
+    pub nbf: Option<UnixTime>,
+    pub iat: Option<UnixTime>,
+    pub leeway: i64,
+}
+
+impl TimeClaims {
+    /// `exp` (RFC 7519 §4.1.4: not on or after it), `nbf`, and `iat` not in the future.
+    pub fn check(&self, now: UnixTime) -> Result<(), Failure> {
+        let (exp, leeway) = (self.exp, self.leeway);
+        if now >= exp.saturating_add(leeway) {
+            return Err(Failure::new(Reason::Expired, format!("exp {exp}")));
+        }
+        if let Some(nbf) = self.nbf
+            && now.saturating_add(leeway) < nbf
+        {
+            return Err(Failure::new(Reason::NotYetValid, format!("nbf {nbf}")));
+        }
+        if let Some(iat) = self.iat
+            && now.saturating_add(leeway) < iat
+        {
+            return Err(Failure::new(
+                Reason::NotYetValid,
+                format!("iat {iat} is in the future"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Verified {
@@ -158,9 +216,10 @@ pub enum VerifyError {
     Undecidable(String),
 }
 
-/// Every configured issuer, by `iss`.
+/// Every configured issuer, by `iss`, and the cache of successful verifications.
 pub struct Verifier {
     issuers: HashMap<String, Arc<Issuer>>,
+    cache: cache::VerifyCache,
 }
 
 #[derive(serde::Deserialize)]
@@ -175,7 +234,7 @@ struct JoseHeader {
 }
 
 impl Verifier {
-    pub fn new(configs: &[IssuerConfig]) -> Verifier {
+    pub fn new(configs: &[IssuerConfig], cache: &CacheConfig) -> Verifier {
         let issuers = configs
             .iter()
             .map(|c| {
@@ -184,11 +243,15 @@ impl Verifier {
                     jwks: ArcSwapOption::empty(),
                     hmac: ArcSwapOption::empty(),
                     refetch: c.remote.as_ref().map(remote::Refetch::new),
+                    generation: AtomicU64::new(0),
                 };
                 (c.issuer.clone(), Arc::new(issuer))
             })
             .collect();
-        Verifier { issuers }
+        Verifier {
+            issuers,
+            cache: cache::VerifyCache::new(cache.max_entries, cache.max_bytes),
+        }
     }
 
     pub fn issuer(&self, iss: &str) -> Option<&Arc<Issuer>> {
@@ -199,8 +262,31 @@ impl Verifier {
         self.issuers.values()
     }
 
-    /// Verifies a compact JWS at `now`. Pure apart from reading the current keys.
-    pub fn verify(&self, token: &str, now: UnixTime) -> Result<Verified, VerifyError> {
+    /// Verifies a compact JWS at `now`, reusing an earlier verification of the very same
+    /// token (`digest` is its SHA-256) while the issuer's keys are unchanged and the token's
+    /// time claims still hold. Pure apart from reading the current keys and the cache.
+    pub fn verify(
+        &self,
+        token: &str,
+        digest: &[u8; 32],
+        now: UnixTime,
+    ) -> Result<Arc<Verified>, VerifyError> {
+        if let Some(hit) = self.cache.get(digest)
+            && self
+                .issuers
+                .get(&hit.iss)
+                .is_some_and(|i| i.generation() == hit.generation)
+            && hit.times.check(now).is_ok()
+        {
+            return Ok(hit);
+        }
+        let verified = Arc::new(self.verify_uncached(token, now)?);
+        self.cache.insert(*digest, verified.clone(), token.len());
+        Ok(verified)
+    }
+
+    /// Verifies a compact JWS at `now`, without the cache.
+    pub fn verify_uncached(&self, token: &str, now: UnixTime) -> Result<Verified, VerifyError> {
         let mut iss_sub = (None, None);
         self.verify_inner(token, now, &mut iss_sub)
             .map_err(|e| match e {
@@ -272,6 +358,9 @@ impl Verifier {
                 format!("{alg:?} is not in the issuer's algorithms"),
             )));
         }
+        // Read before the keys: if they change meanwhile, the result carries the older
+        // generation and is simply not reused from the cache.
+        let generation = issuer.generation();
         let jwks = issuer.jwks.load();
         let hmac = issuer.hmac.load();
         let key = select(
@@ -319,29 +408,13 @@ impl Verifier {
         let Some(exp) = exp else {
             return Err(malformed("no exp claim; veto requires one"));
         };
-        // RFC 7519 §4.1.4: the token must not be accepted on or after exp.
-        if now >= exp.saturating_add(leeway) {
-            return Err(VerifyError::Denied(Failure::new(
-                Reason::Expired,
-                format!("exp {exp}"),
-            )));
-        }
-        if let Some(nbf) = nbf
-            && now.saturating_add(leeway) < nbf
-        {
-            return Err(VerifyError::Denied(Failure::new(
-                Reason::NotYetValid,
-                format!("nbf {nbf}"),
-            )));
-        }
-        if let Some(iat) = iat
-            && now.saturating_add(leeway) < iat
-        {
-            return Err(VerifyError::Denied(Failure::new(
-                Reason::NotYetValid,
-                format!("iat {iat} is in the future"),
-            )));
-        }
+        let times = TimeClaims {
+            exp,
+            nbf,
+            iat,
+            leeway,
+        };
+        times.check(now).map_err(VerifyError::Denied)?;
         if !policy.audiences.is_empty() && !audience_matches(claims.get("aud"), &policy.audiences) {
             return Err(VerifyError::Denied(Failure::new(
                 Reason::WrongAudience,
@@ -353,6 +426,8 @@ impl Verifier {
             iss: iss.to_owned(),
             iat,
             claims,
+            times,
+            generation,
         })
     }
 }

@@ -150,7 +150,7 @@ pub async fn run(
                     tracing::warn!(issuer = %name, key = %skipped, "fetched key skipped");
                 }
                 let count = fetched.keys.len();
-                issuer.jwks.store(Some(Arc::new(fetched.keys)));
+                issuer.store_jwks(fetched.keys);
                 metrics.keys_loaded(&name, issuer.key_count());
                 metrics.jwks_fetch(&name, true);
                 tracing::info!(issuer = %name, url = %fetched.url, keys = count, "keys fetched");

@@ -7,6 +7,8 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;
 
 use super::*;
+use crate::config::CacheConfig;
+use crate::revocation::token_hash::sha256;
 
 const ISS: &str = "https://issuer.test";
 const NOW: UnixTime = 1_800_000_000;
@@ -27,7 +29,7 @@ fn verifier(audiences: &[&str], algorithms: Vec<Algorithm>) -> Verifier {
         algorithms,
         leeway: Duration::from_secs(30),
     };
-    let v = Verifier::new(std::slice::from_ref(&config));
+    let v = Verifier::new(std::slice::from_ref(&config), &CacheConfig::default());
     let issuer = v.issuer(ISS).unwrap();
     for (kind, file) in jwks::key_files(&config) {
         jwks::install(issuer, kind, jwks::load_file(kind, &file).unwrap().keys);
@@ -55,7 +57,7 @@ fn hmac() -> EncodingKey {
 }
 
 fn reason(v: &Verifier, token: &str) -> Reason {
-    match v.verify(token, NOW) {
+    match v.verify_uncached(token, NOW) {
         Err(VerifyError::Denied(f)) => f.reason,
         other => panic!("expected a denial, got {other:?}"),
     }
@@ -76,14 +78,14 @@ fn forged(header: Value, payload: Value) -> String {
 fn good_rs256_and_hs256_tokens_verify() {
     let v = verifier(&["orders-api"], vec![]);
     let t = sign(Algorithm::RS256, Some("rsa-1"), &rsa(), &claims());
-    let ok = v.verify(&t, NOW).unwrap();
+    let ok = v.verify_uncached(&t, NOW).unwrap();
     assert_eq!(ok.str_claim("sub"), Some("alice"));
     assert_eq!(ok.iat, Some(NOW));
     let t = sign(Algorithm::HS256, None, &hmac(), &claims());
-    assert!(v.verify(&t, NOW).is_ok());
+    assert!(v.verify_uncached(&t, NOW).is_ok());
     // A single RSA key may be used without kid.
     let t = sign(Algorithm::PS256, None, &rsa(), &claims());
-    assert!(v.verify(&t, NOW).is_ok());
+    assert!(v.verify_uncached(&t, NOW).is_ok());
 }
 
 #[test]
@@ -160,12 +162,18 @@ fn time_claims_are_checked_with_leeway() {
     };
     assert_eq!(reason(&v, &at(json!({"exp": NOW - 31}))), Reason::Expired);
     assert_eq!(reason(&v, &at(json!({"exp": NOW - 30}))), Reason::Expired);
-    assert!(v.verify(&at(json!({"exp": NOW - 29})), NOW).is_ok());
+    assert!(
+        v.verify_uncached(&at(json!({"exp": NOW - 29})), NOW)
+            .is_ok()
+    );
     assert_eq!(
         reason(&v, &at(json!({"nbf": NOW + 31}))),
         Reason::NotYetValid
     );
-    assert!(v.verify(&at(json!({"nbf": NOW + 30})), NOW).is_ok());
+    assert!(
+        v.verify_uncached(&at(json!({"nbf": NOW + 30})), NOW)
+            .is_ok()
+    );
     assert_eq!(
         reason(&v, &at(json!({"iat": NOW + 60}))),
         Reason::NotYetValid
@@ -188,7 +196,10 @@ fn audiences_must_intersect() {
         c["aud"] = aud;
         sign(Algorithm::RS256, Some("rsa-1"), &rsa(), &c)
     };
-    assert!(v.verify(&with_aud(json!(["x", "billing"])), NOW).is_ok());
+    assert!(
+        v.verify_uncached(&with_aud(json!(["x", "billing"])), NOW)
+            .is_ok()
+    );
     assert_eq!(reason(&v, &with_aud(json!("x"))), Reason::WrongAudience);
     assert_eq!(reason(&v, &with_aud(json!(null))), Reason::WrongAudience);
 }
@@ -223,10 +234,10 @@ fn an_issuer_whose_keys_never_loaded_is_undecidable() {
         algorithms: vec![],
         leeway: Duration::from_secs(30),
     };
-    let v = Verifier::new(&[config]);
+    let v = Verifier::new(&[config], &CacheConfig::default());
     let t = sign(Algorithm::RS256, Some("rsa-1"), &rsa(), &claims());
     assert!(matches!(
-        v.verify(&t, NOW),
+        v.verify_uncached(&t, NOW),
         Err(VerifyError::Undecidable(_))
     ));
 }
@@ -241,4 +252,54 @@ fn malformed_and_encryption_keys_are_skipped_but_an_empty_set_is_an_error() {
     assert_eq!(skipped.len(), 2);
     assert!(jwks::parse_jwks(br#"{"keys":[]}"#).is_err());
     assert!(jwks::parse_jwks(b"garbage").is_err());
+}
+
+#[test]
+fn a_cached_verification_is_reused_only_while_keys_and_times_hold() {
+    let v = verifier(&[], vec![]);
+    let t = sign(Algorithm::RS256, Some("rsa-1"), &rsa(), &claims());
+    let d = sha256(&t);
+    let first = v.verify(&t, &d, NOW).unwrap();
+    let again = v.verify(&t, &d, NOW).unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "the second check is a cache hit"
+    );
+
+    // Expiry while cached: the cached entry is not trusted past exp.
+    let late = NOW + 3600 + 30;
+    match v.verify(&t, &d, late) {
+        Err(VerifyError::Denied(f)) => assert_eq!(f.reason, Reason::Expired),
+        other => panic!("expected expired, got {other:?}"),
+    }
+
+    // Key removal: a new key set without rsa-1 stops the cached token at once.
+    let issuer = v.issuer(ISS).unwrap();
+    let ec_only: Vec<Key> = issuer
+        .jwks
+        .load_full()
+        .unwrap()
+        .iter()
+        .filter(|k| k.kid.as_deref() != Some("rsa-1"))
+        .cloned()
+        .collect();
+    issuer.store_jwks(ec_only);
+    match v.verify(&t, &d, NOW) {
+        Err(VerifyError::Denied(f)) => assert_eq!(f.reason, Reason::UnknownKey),
+        other => panic!("expected unknown_key, got {other:?}"),
+    }
+}
+
+#[test]
+fn failed_verifications_are_not_cached() {
+    let v = verifier(&[], vec![]);
+    let other =
+        EncodingKey::from_rsa_pem(&std::fs::read(fixture("other-rsa.pem")).unwrap()).unwrap();
+    for i in 0..100 {
+        let mut c = claims();
+        c["jti"] = json!(i);
+        let t = sign(Algorithm::RS256, Some("rsa-1"), &other, &c);
+        assert!(v.verify(&t, &sha256(&t), NOW).is_err());
+    }
+    assert_eq!(v.cache.len(), 0);
 }

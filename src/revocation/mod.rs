@@ -7,9 +7,11 @@
 //! through `arc-swap` (see `state.rs`) and never takes a lock or does I/O here.
 
 pub mod parse;
+mod table;
 pub mod token_hash;
 
-use std::collections::HashMap;
+pub use table::RuleTable;
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -83,29 +85,6 @@ impl Scope {
     /// even if no reload has pruned it yet.
     pub fn is_live(&self, now: UnixTime) -> bool {
         now < self.expires_at
-    }
-
-    /// SPEC §3: a token with no `iat` counts as issued before any cutoff.
-    fn covers(&self, token_iss: &str, iat: Option<UnixTime>, now: UnixTime) -> bool {
-        self.is_live(now)
-            && self.iss.as_deref().is_none_or(|iss| iss == token_iss)
-            && iat.is_none_or(|iat| iat < self.issued_before)
-    }
-
-    /// SPEC §3: two rules with one id merge, the later `issued_before` and `expires_at` win.
-    fn merge(&mut self, other: Scope) {
-        self.issued_before = self.issued_before.max(other.issued_before);
-        self.expires_at = self.expires_at.max(other.expires_at);
-        if other.reason.is_some() {
-            self.reason = other.reason;
-        }
-    }
-
-    /// Pruning with `max_token_lifetime`: once every token a cutoff could catch has expired
-    /// on its own, the rule can go. Returns the instant that happens, if there is one.
-    fn moot_after(&self, max_token_lifetime: Option<UnixTime>) -> Option<UnixTime> {
-        let lifetime = max_token_lifetime?;
-        (self.issued_before != UNBOUNDED).then(|| self.issued_before.saturating_add(lifetime))
     }
 }
 
@@ -268,281 +247,6 @@ impl Source {
     }
 }
 
-/// One immutable layer of rules, keyed by selector.
-///
-/// A key holds one [`Scope`] per issuer it was written for (usually exactly one), because
-/// rules with the same id merge.
-#[derive(Debug, Default, Clone)]
-pub struct RuleTable {
-    sessions: HashMap<Box<str>, Vec<Scope>>,
-    subs: HashMap<Box<str>, Vec<Scope>>,
-    hashes: HashMap<[u8; 32], Vec<Scope>>,
-    /// claim name -> claim value -> scopes.
-    claims: HashMap<Box<str>, HashMap<Box<str>, Vec<Scope>>>,
-    global: Vec<Scope>,
-    len: usize,
-}
-
-impl RuleTable {
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// True when a lookup needs the token's SHA-256, which costs a hash per Check.
-    pub fn has_token_hashes(&self) -> bool {
-        !self.hashes.is_empty()
-    }
-
-    /// Adds a rule, merging it with an existing rule of the same id.
-    pub fn insert(&mut self, rule: Rule) {
-        let scopes = match rule.selector {
-            Selector::Session(s) => self.sessions.entry(s).or_default(),
-            Selector::Sub(s) => self.subs.entry(s).or_default(),
-            Selector::TokenSha256(h) => self.hashes.entry(h).or_default(),
-            Selector::Claim { name, value } => self
-                .claims
-                .entry(name)
-                .or_default()
-                .entry(value)
-                .or_default(),
-            Selector::Global => &mut self.global,
-        };
-        match scopes.iter_mut().find(|s| s.iss == rule.scope.iss) {
-            Some(existing) => existing.merge(rule.scope),
-            None => {
-                scopes.push(rule.scope);
-                self.len += 1;
-            }
-        }
-    }
-
-    /// Looks a rule up by its selector and issuer.
-    pub fn get(&self, selector: &Selector, iss: Option<&str>) -> Option<Rule> {
-        self.scopes(selector)?
-            .iter()
-            .find(|s| s.iss.as_deref() == iss)
-            .map(|scope| Rule {
-                selector: selector.clone(),
-                scope: scope.clone(),
-            })
-    }
-
-    /// Every rule with this selector, whatever its issuer.
-    pub fn by_selector(&self, selector: &Selector) -> Vec<Rule> {
-        self.scopes(selector)
-            .into_iter()
-            .flatten()
-            .map(|scope| Rule {
-                selector: selector.clone(),
-                scope: scope.clone(),
-            })
-            .collect()
-    }
-
-    /// Removes a rule; true when it was there.
-    pub fn remove(&mut self, selector: &Selector, iss: Option<&str>) -> bool {
-        fn take(scopes: &mut Vec<Scope>, iss: Option<&str>) -> bool {
-            let before = scopes.len();
-            scopes.retain(|s| s.iss.as_deref() != iss);
-            scopes.len() != before
-        }
-        fn take_keyed<K: std::hash::Hash + Eq>(
-            map: &mut HashMap<K, Vec<Scope>>,
-            key: &K,
-            iss: Option<&str>,
-        ) -> bool {
-            let Some(scopes) = map.get_mut(key) else {
-                return false;
-            };
-            let removed = take(scopes, iss);
-            if scopes.is_empty() {
-                map.remove(key);
-            }
-            removed
-        }
-        let removed = match selector {
-            Selector::Session(s) => take_keyed(&mut self.sessions, s, iss),
-            Selector::Sub(s) => take_keyed(&mut self.subs, s, iss),
-            Selector::TokenSha256(h) => take_keyed(&mut self.hashes, h, iss),
-            Selector::Claim { name, value } => match self.claims.get_mut(name) {
-                Some(values) => {
-                    let removed = take_keyed(values, value, iss);
-                    if values.is_empty() {
-                        self.claims.remove(name);
-                    }
-                    removed
-                }
-                None => false,
-            },
-            Selector::Global => take(&mut self.global, iss),
-        };
-        if removed {
-            self.len -= 1;
-        }
-        removed
-    }
-
-    fn scopes(&self, selector: &Selector) -> Option<&Vec<Scope>> {
-        match selector {
-            Selector::Session(s) => self.sessions.get(s),
-            Selector::Sub(s) => self.subs.get(s),
-            Selector::TokenSha256(h) => self.hashes.get(h),
-            Selector::Claim { name, value } => self.claims.get(name)?.get(value),
-            Selector::Global => Some(&self.global),
-        }
-    }
-
-    /// Every rule, in no particular order.
-    pub fn rules(&self) -> impl Iterator<Item = Rule> + '_ {
-        fn expand<'a>(selector: Selector, scopes: &'a [Scope]) -> impl Iterator<Item = Rule> + 'a {
-            scopes.iter().map(move |scope| Rule {
-                selector: selector.clone(),
-                scope: scope.clone(),
-            })
-        }
-        let sessions = self
-            .sessions
-            .iter()
-            .flat_map(|(k, v)| expand(Selector::Session(k.clone()), v));
-        let subs = self
-            .subs
-            .iter()
-            .flat_map(|(k, v)| expand(Selector::Sub(k.clone()), v));
-        let hashes = self
-            .hashes
-            .iter()
-            .flat_map(|(k, v)| expand(Selector::TokenSha256(*k), v));
-        let claims = self.claims.iter().flat_map(|(name, values)| {
-            values.iter().flat_map(move |(value, v)| {
-                expand(
-                    Selector::Claim {
-                        name: name.clone(),
-                        value: value.clone(),
-                    },
-                    v,
-                )
-            })
-        });
-        let global = expand(Selector::Global, &self.global);
-        sessions
-            .chain(subs)
-            .chain(hashes)
-            .chain(claims)
-            .chain(global)
-    }
-
-    /// A copy without the rules that can no longer match anything at `now`: expired ones,
-    /// and (with `max_token_lifetime`) cutoffs older than the longest-lived token.
-    pub fn pruned(&self, now: UnixTime, max_token_lifetime: Option<UnixTime>) -> RuleTable {
-        let mut out = RuleTable::default();
-        for rule in self.rules() {
-            let moot = rule
-                .scope
-                .moot_after(max_token_lifetime)
-                .is_some_and(|t| t <= now);
-            if rule.scope.is_live(now) && !moot {
-                out.insert(rule);
-            }
-        }
-        out
-    }
-
-    /// True when some rule of this table has expired or become moot at `now`.
-    pub fn has_prunable(&self, now: UnixTime, max_token_lifetime: Option<UnixTime>) -> bool {
-        self.next_expiry(max_token_lifetime)
-            .is_some_and(|t| t <= now)
-    }
-
-    /// The earliest instant a rule of this table stops applying, for the expiry timer.
-    pub fn next_expiry(&self, max_token_lifetime: Option<UnixTime>) -> Option<UnixTime> {
-        self.all_scopes()
-            .flat_map(|s| [s.expires_at(), s.moot_after(max_token_lifetime)])
-            .flatten()
-            .min()
-    }
-
-    fn all_scopes(&self) -> impl Iterator<Item = &Scope> {
-        self.sessions
-            .values()
-            .chain(self.subs.values())
-            .chain(self.hashes.values())
-            .chain(self.claims.values().flat_map(|m| m.values()))
-            .chain(std::iter::once(&self.global))
-            .flatten()
-    }
-
-    /// The first rule that revokes this token, if any.
-    pub fn find(&self, token: &TokenFacts<'_>, now: UnixTime) -> Option<(Selector, &Scope)> {
-        let covers = |s: &&Scope| s.covers(token.iss, token.iat, now);
-        fn first(scopes: Option<&Vec<Scope>>, covers: impl Fn(&&Scope) -> bool) -> Option<&Scope> {
-            scopes.and_then(|v| v.iter().find(covers))
-        }
-
-        if let Some(session) = token.session
-            && let Some(scope) = first(self.sessions.get(session), covers)
-        {
-            return Some((Selector::Session(session.into()), scope));
-        }
-        if let Some(sub) = token.sub
-            && let Some(scope) = first(self.subs.get(sub), covers)
-        {
-            return Some((Selector::Sub(sub.into()), scope));
-        }
-        for hash in token.hashes {
-            if let Some(scope) = first(self.hashes.get(hash), covers) {
-                return Some((Selector::TokenSha256(*hash), scope));
-            }
-        }
-        for (name, values) in &self.claims {
-            let Some(claim) = token.claims.get(name.as_ref()) else {
-                continue;
-            };
-            let hit = claim_values(claim).find_map(|v| {
-                let scope = first(values.get(v.as_ref()), covers)?;
-                Some((v, scope))
-            });
-            if let Some((value, scope)) = hit {
-                return Some((
-                    Selector::Claim {
-                        name: name.clone(),
-                        value: value.into(),
-                    },
-                    scope,
-                ));
-            }
-        }
-        self.global
-            .iter()
-            .find(covers)
-            .map(|scope| (Selector::Global, scope))
-    }
-}
-
-/// The string forms a claim can be matched by: a string as is, a number or boolean as its
-/// JSON text, and each such element of an array (SPEC §3: "or C is an array containing V").
-fn claim_values(claim: &Value) -> Box<dyn Iterator<Item = std::borrow::Cow<'_, str>> + '_> {
-    fn scalar(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
-        match v {
-            Value::String(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
-            Value::Number(n) => Some(std::borrow::Cow::Owned(n.to_string())),
-            Value::Bool(b) => Some(std::borrow::Cow::Borrowed(if *b {
-                "true"
-            } else {
-                "false"
-            })),
-            _ => None,
-        }
-    }
-    match claim {
-        Value::Array(items) => Box::new(items.iter().filter_map(scalar)),
-        other => Box::new(scalar(other).into_iter()),
-    }
-}
-
 /// Every rule in force, as one version: the rules file's layer and the pushed layer.
 ///
 /// The layers are separate so that a push rebuilds only the (small) pushed layer, never the
@@ -564,10 +268,10 @@ impl Snapshot {
         [(Source::Pushed, &self.pushed), (Source::File, &self.file)]
             .into_iter()
             .find_map(|(source, table)| {
-                let (selector, scope) = table.find(token, now)?;
+                let rule = table.find(token, now)?;
                 Some(Match {
-                    id: rule_id(&selector, scope.iss.as_deref()),
-                    reason: scope.reason.clone(),
+                    id: rule.id(),
+                    reason: rule.scope.reason,
                     source,
                 })
             })

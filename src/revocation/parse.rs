@@ -167,6 +167,7 @@ impl Collector {
                 .insert(0, "rules: missing; expected {\"rules\": [...]}".into());
         }
         if self.errors.is_empty() {
+            self.table.shrink();
             Ok(self.table)
         } else {
             Err(self.errors)

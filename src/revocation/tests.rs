@@ -46,8 +46,7 @@ impl Token {
             claims: &self.claims,
             hashes: &self.hashes,
         };
-        t.find(&facts, now)
-            .map(|(selector, scope)| rule_id(&selector, scope.iss.as_deref()))
+        t.find(&facts, now).map(|rule| rule.id())
     }
 }
 

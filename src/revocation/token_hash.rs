@@ -32,18 +32,16 @@ pub fn sha256(token: &str) -> [u8; 32] {
 }
 
 /// A short, non-reversible handle for a token in logs: the first 12 hex digits of its
-/// SHA-256. Never log the token itself.
-pub fn log_id(token: &str) -> String {
-    sha256(token)[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// SHA-256 (`digest`). Never log the token itself.
+pub fn hex_prefix(digest: &[u8; 32]) -> String {
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The hashes a `token_sha256` rule may match for this token: its own, plus, for ES256 and
-/// ES384, the hash of the same token with the signature's `s` replaced by `n − s`.
-pub fn token_hashes(token: &str, alg: Algorithm) -> Vec<[u8; 32]> {
-    let mut hashes = vec![sha256(token)];
+/// The hashes a `token_sha256` rule may match for this token (whose SHA-256 is `digest`):
+/// its own, plus, for ES256 and ES384, the hash of the same token with the signature's `s`
+/// replaced by `n − s`.
+pub fn token_hashes(token: &str, digest: [u8; 32], alg: Algorithm) -> Vec<[u8; 32]> {
+    let mut hashes = vec![digest];
     let order: &[u8] = match alg {
         Algorithm::ES256 => &P256_ORDER,
         Algorithm::ES384 => &P384_ORDER,
@@ -145,7 +143,13 @@ mod tests {
         let twin = malleate(&token, Algorithm::ES256).unwrap();
         assert_ne!(twin, token);
         assert_eq!(malleate(&twin, Algorithm::ES256).unwrap(), token);
-        assert_eq!(token_hashes(&token, Algorithm::ES256).len(), 2);
-        assert_eq!(token_hashes(&token, Algorithm::RS256).len(), 1);
+        assert_eq!(
+            token_hashes(&token, sha256(&token), Algorithm::ES256).len(),
+            2
+        );
+        assert_eq!(
+            token_hashes(&token, sha256(&token), Algorithm::RS256).len(),
+            1
+        );
     }
 }

@@ -10,15 +10,25 @@ use super::file::{Changes, Fingerprint, fingerprint};
 use crate::jwt::Issuer;
 use crate::jwt::jwks::{self, KeyFile};
 use crate::metrics::Metrics;
-use crate::revocation::parse;
+use crate::revocation::{RuleTable, parse};
 use crate::state::StateHandle;
 
-/// Fingerprint of a rules file as read now (errors count as content).
-pub fn rules_fingerprint(file: &std::path::Path) -> Fingerprint {
-    match parse::read_limited(file) {
-        Ok(bytes) => fingerprint([bytes.as_slice()]),
+/// Reads a rules file once: its fingerprint (a read error counts as content) and, unless
+/// the fingerprint is `unchanged_from`, the parsed table. The file's bytes are dropped
+/// before the table is returned, so a large file is never held twice.
+pub fn read_rules(
+    file: &Path,
+    unchanged_from: Option<Fingerprint>,
+) -> (Fingerprint, Option<Result<RuleTable, parse::RulesError>>) {
+    let bytes = parse::read_limited(file);
+    let fp = match &bytes {
+        Ok(b) => fingerprint([b.as_slice()]),
         Err(e) => fingerprint([e.to_string().as_bytes()]),
+    };
+    if unchanged_from == Some(fp) {
+        return (fp, None);
     }
+    (fp, Some(bytes.and_then(|b| parse::parse_bytes(&b, file))))
 }
 
 /// Fingerprint of a key file as read now.
@@ -40,11 +50,8 @@ pub async fn follow_rules(
         let path = file.clone();
         // Reading and parsing a large file is blocking work; keep it off the async workers
         // that answer Checks.
-        let Ok((fp, parsed)) = tokio::task::spawn_blocking(move || {
-            let fp = rules_fingerprint(&path);
-            (fp, (fp != last).then(|| parse::load_file(&path)))
-        })
-        .await
+        let Ok((fp, parsed)) =
+            tokio::task::spawn_blocking(move || read_rules(&path, Some(last))).await
         else {
             continue;
         };

@@ -10,6 +10,7 @@
 //! - `process`: the child-process plumbing `veto` and `envoy` share.
 //! - `grpc`: veto's Check and health services called directly, as Envoy calls them.
 //! - `cli`: `veto` as a one-shot command ([`run_veto`]): exit code, stdout, stderr.
+//! - `idp`: [`Idp`] and [`TlsIdp`], fake identity providers serving discovery and JWKS.
 //!
 //! Why every test starts its own processes: each `#[tokio::test]` runs on its own runtime,
 //! so the echo app (a task) cannot outlive its test, and a process kept in a `static` is
@@ -19,6 +20,7 @@
 mod cli;
 mod envoy;
 mod grpc;
+mod idp;
 mod pod;
 mod process;
 mod responses;
@@ -32,6 +34,7 @@ pub use grpc::{
     GRPC_OK, assert_check_denied, check, check_allowed, check_client, check_denial_reason,
     check_outcome, header_values, headers_request, health_client, raw_headers_request,
 };
+pub use idp::{Idp, TlsIdp, fixture_jwk, jwk_set};
 pub use pod::Pod;
 pub use responses::{AppSaw, assert_denied, assert_denied_as_missing_token, denial_reason};
 pub use tokens::{

@@ -86,9 +86,29 @@ impl VetoDir {
         .await
     }
 
+    /// As [`VetoDir::start`], but returns once veto is alive (`/healthz` answers 200)
+    /// without waiting for `/readyz`: for a veto that is not ready yet (e.g. its identity
+    /// provider is down).
+    pub async fn start_unready(self, config_yaml: &str) -> Veto {
+        self.start_serve_until(config_yaml, "/healthz", |command, config_path| {
+            command.arg("serve").arg("--config").arg(config_path);
+        })
+        .await
+    }
+
     /// Writes the config and starts veto; `serve` puts `serve` and the config path on the
     /// command line.
     async fn start_serve(self, config_yaml: &str, serve: impl FnOnce(&mut Command, &Path)) -> Veto {
+        self.start_serve_until(config_yaml, "/readyz", serve).await
+    }
+
+    /// As [`VetoDir::start_serve`], returning once `GET <admin><wait_for>` answers 200.
+    async fn start_serve_until(
+        self,
+        config_yaml: &str,
+        wait_for: &str,
+        serve: impl FnOnce(&mut Command, &Path),
+    ) -> Veto {
         assert!(
             config_yaml.contains(ADMIN_LISTEN),
             "the test config must say `admin: {{listen: {ADMIN_LISTEN}}}`: the harness waits \
@@ -108,7 +128,7 @@ impl VetoDir {
         serve(&mut command, &config_path);
         let mut process = Process::spawn("veto", command, self.path());
         process
-            .wait_until_ok(&format!("http://{admin}/readyz"), READY_TIMEOUT)
+            .wait_until_ok(&format!("http://{admin}{wait_for}"), READY_TIMEOUT)
             .await;
 
         Veto {

@@ -1,0 +1,645 @@
+//! [`RuleTable`]: one immutable layer of rules, keyed by selector, laid out to stay small
+//! at a million rules.
+//!
+//! A rules file can hold a million `session` rules, and the whole process should stay under
+//! 100 MiB with them loaded. A `HashMap<String, Vec<Scope>>` costs over 200 bytes a rule
+//! (a string allocation, a vector allocation with spare capacity, a wide bucket), so the big
+//! tables are flat instead ([`StrTable`]):
+//! - every key's bytes live in one arena, with a length prefix;
+//! - per key, an 8-byte arena offset and one 24-byte [`Packed`] scope, in parallel vectors;
+//!   the rare further scopes of the same key (other issuers) sit in a side map;
+//! - the hash index holds 4-byte entry numbers, so its buckets are small;
+//! - issuers and reasons, which repeat, are interned once per table.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+use serde_json::Value;
+
+use super::{Rule, Scope, Selector, TokenFacts, UnixTime};
+
+/// `issued_before`/`expires_at` stored as `UnixTime::MAX` mean "absent": every `iat` is
+/// before it, and the rule never expires, which makes "the later one wins" a plain `max`.
+const UNBOUNDED: UnixTime = UnixTime::MAX;
+
+/// A rule's scope as a table stores it: issuer and reason as interned string numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Packed {
+    /// 0 for none, else 1 + index into the table's strings.
+    iss: u32,
+    reason: u32,
+    issued_before: UnixTime,
+    expires_at: UnixTime,
+}
+
+impl Packed {
+    fn is_live(&self, now: UnixTime) -> bool {
+        now < self.expires_at
+    }
+
+    /// SPEC §3: a token with no `iat` counts as issued before any cutoff.
+    fn covers(
+        &self,
+        strings: &Interner,
+        token_iss: &str,
+        iat: Option<UnixTime>,
+        now: UnixTime,
+    ) -> bool {
+        self.is_live(now)
+            && (self.iss == 0 || strings.get(self.iss).is_some_and(|i| **i == *token_iss))
+            && iat.is_none_or(|iat| iat < self.issued_before)
+    }
+
+    /// SPEC §3: two rules with one id merge, the later `issued_before` and `expires_at` win.
+    fn merge(&mut self, other: Packed) {
+        self.issued_before = self.issued_before.max(other.issued_before);
+        self.expires_at = self.expires_at.max(other.expires_at);
+        if other.reason != 0 {
+            self.reason = other.reason;
+        }
+    }
+
+    /// With `max_token_lifetime`, a cutoff is moot once every token it could catch has
+    /// expired on its own.
+    fn moot_after(&self, max_token_lifetime: Option<UnixTime>) -> Option<UnixTime> {
+        let lifetime = max_token_lifetime?;
+        (self.issued_before != UNBOUNDED).then(|| self.issued_before.saturating_add(lifetime))
+    }
+
+    fn ends_at(&self, max_token_lifetime: Option<UnixTime>) -> Option<UnixTime> {
+        let expiry = (self.expires_at != UNBOUNDED).then_some(self.expires_at);
+        [expiry, self.moot_after(max_token_lifetime)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+/// Strings that repeat across rules (issuers, reasons), stored once.
+#[derive(Clone, Debug, Default)]
+struct Interner {
+    strings: Vec<Arc<str>>,
+    numbers: HashMap<Arc<str>, u32>,
+}
+
+impl Interner {
+    fn intern(&mut self, s: Option<&str>) -> u32 {
+        let Some(s) = s else { return 0 };
+        if let Some(n) = self.numbers.get(s) {
+            return *n;
+        }
+        let arc: Arc<str> = Arc::from(s);
+        self.strings.push(arc.clone());
+        // A table holds far fewer than 4 billion distinct issuers and reasons.
+        let n = u32::try_from(self.strings.len()).unwrap_or(u32::MAX);
+        self.numbers.insert(arc, n);
+        n
+    }
+
+    fn get(&self, n: u32) -> Option<&Arc<str>> {
+        let i = usize::try_from(n).ok()?.checked_sub(1)?;
+        self.strings.get(i)
+    }
+}
+
+/// Keys that are strings (sessions, subjects, claim values), each with its scopes.
+#[derive(Clone, Default)]
+struct StrTable {
+    /// Each key as a 4-byte little-endian length and its bytes.
+    arena: Vec<u8>,
+    /// Arena offset of each entry's key.
+    offsets: Vec<u64>,
+    /// Each entry's first scope.
+    first: Vec<Packed>,
+    /// Further scopes of an entry (the same key for other issuers), rare.
+    more: HashMap<u32, Vec<Packed>>,
+    /// Entry numbers, found by the hash of their key.
+    index: HashTable<u32>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl std::fmt::Debug for StrTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StrTable")
+            .field("keys", &self.offsets.len())
+            .finish()
+    }
+}
+
+impl StrTable {
+    fn key(&self, entry: u32) -> &str {
+        let Some(&offset) = self.offsets.get(entry as usize) else {
+            return "";
+        };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let len = self
+            .arena
+            .get(start..start.saturating_add(4))
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, |b| u32::from_le_bytes(b) as usize);
+        self.arena
+            .get(start + 4..start + 4 + len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+
+    fn find(&self, key: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        self.index.find(hash, |&e| self.key(e) == key).copied()
+    }
+
+    fn scopes(&self, entry: u32) -> impl Iterator<Item = &Packed> {
+        self.first
+            .get(entry as usize)
+            .into_iter()
+            .chain(self.more.get(&entry).into_iter().flatten())
+    }
+
+    /// Adds a scope under `key`, merging with the scope of the same issuer; true when a
+    /// rule was added rather than merged.
+    fn insert(&mut self, key: &str, scope: Packed) -> bool {
+        if let Some(entry) = self.find(key) {
+            let e = entry as usize;
+            if self.first[e].iss == scope.iss {
+                self.first[e].merge(scope);
+                return false;
+            }
+            let more = self.more.entry(entry).or_default();
+            if let Some(m) = more.iter_mut().find(|m| m.iss == scope.iss) {
+                m.merge(scope);
+                return false;
+            }
+            more.push(scope);
+            return true;
+        }
+        // Entry numbers are u32: a table of more than 4 billion keys is far beyond what
+        // a 64 MiB rules file or the admin API can produce.
+        let entry = u32::try_from(self.offsets.len()).unwrap_or(u32::MAX);
+        self.offsets.push(self.arena.len() as u64);
+        let len = u32::try_from(key.len()).unwrap_or(u32::MAX);
+        self.arena.extend_from_slice(&len.to_le_bytes());
+        self.arena.extend_from_slice(key.as_bytes());
+        self.first.push(scope);
+        let hasher = &self.hasher;
+        let (offsets, arena) = (&self.offsets, &self.arena);
+        let hash = hasher.hash_one(key);
+        self.index
+            .insert_unique(hash, entry, |&e| hasher.hash_one(key_in(arena, offsets, e)));
+        true
+    }
+
+    /// Removes the scope of `iss` under `key`; true when it was there.
+    fn remove(&mut self, key: &str, iss: u32) -> bool {
+        let Some(entry) = self.find(key) else {
+            return false;
+        };
+        let e = entry as usize;
+        if let Some(more) = self.more.get_mut(&entry)
+            && let Some(pos) = more.iter().position(|m| m.iss == iss)
+        {
+            more.remove(pos);
+            if more.is_empty() {
+                self.more.remove(&entry);
+            }
+            return true;
+        }
+        if self.first[e].iss != iss {
+            return false;
+        }
+        if let Some(mut more) = self.more.remove(&entry) {
+            self.first[e] = more.remove(0);
+            if !more.is_empty() {
+                self.more.insert(entry, more);
+            }
+            return true;
+        }
+        // The key goes: drop its index slot, and move the last entry into its place. The
+        // key's bytes stay in the arena until the table is next rebuilt (pruning does).
+        let hash = self.hasher.hash_one(key);
+        if let Ok(slot) = self.index.find_entry(hash, |&x| x == entry) {
+            slot.remove();
+        }
+        let last = u32::try_from(self.offsets.len() - 1).unwrap_or(u32::MAX);
+        if entry != last {
+            let moved_hash = self.hasher.hash_one(self.key(last));
+            if let Some(slot) = self.index.find_mut(moved_hash, |&x| x == last) {
+                *slot = entry;
+            }
+            if let Some(more) = self.more.remove(&last) {
+                self.more.insert(entry, more);
+            }
+        }
+        self.offsets.swap_remove(e);
+        self.first.swap_remove(e);
+        true
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (&str, &Packed)> {
+        (0..self.offsets.len()).flat_map(move |e| {
+            let e = u32::try_from(e).unwrap_or(u32::MAX);
+            let key = self.key(e);
+            self.scopes(e).map(move |p| (key, p))
+        })
+    }
+
+    fn packed(&self) -> impl Iterator<Item = &Packed> {
+        self.first.iter().chain(self.more.values().flatten())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Gives back the spare capacity of a finished table.
+    fn shrink(&mut self) {
+        self.arena.shrink_to_fit();
+        self.offsets.shrink_to_fit();
+        self.first.shrink_to_fit();
+        let (hasher, offsets, arena) = (&self.hasher, &self.offsets, &self.arena);
+        self.index
+            .shrink_to_fit(|&e| hasher.hash_one(key_in(arena, offsets, e)));
+    }
+}
+
+/// A key read straight from the arena (for rehashing, while the table is borrowed).
+fn key_in<'a>(arena: &'a [u8], offsets: &[u64], entry: u32) -> &'a str {
+    let Some(start) = offsets
+        .get(entry as usize)
+        .and_then(|o| usize::try_from(*o).ok())
+    else {
+        return "";
+    };
+    let len = arena
+        .get(start..start + 4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, |b| u32::from_le_bytes(b) as usize);
+    arena
+        .get(start + 4..start + 4 + len)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("")
+}
+
+/// One immutable layer of rules, keyed by selector.
+///
+/// A key holds one scope per issuer it was written for (usually exactly one), because
+/// rules with the same id merge.
+#[derive(Debug, Default, Clone)]
+pub struct RuleTable {
+    strings: Interner,
+    sessions: StrTable,
+    subs: StrTable,
+    hashes: HashMap<[u8; 32], Vec<Packed>>,
+    /// claim name -> claim values and their scopes.
+    claims: HashMap<Box<str>, StrTable>,
+    global: Vec<Packed>,
+    len: usize,
+}
+
+impl RuleTable {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// True when a lookup needs the token's SHA-256 and its ECDSA twin.
+    pub fn has_token_hashes(&self) -> bool {
+        !self.hashes.is_empty()
+    }
+
+    fn pack(&mut self, scope: &Scope) -> Packed {
+        Packed {
+            iss: self.strings.intern(scope.iss.as_deref()),
+            reason: self.strings.intern(scope.reason.as_deref()),
+            issued_before: scope.issued_before().unwrap_or(UNBOUNDED),
+            expires_at: scope.expires_at().unwrap_or(UNBOUNDED),
+        }
+    }
+
+    fn unpack(&self, p: &Packed) -> Scope {
+        Scope::new(
+            self.strings.get(p.iss).cloned(),
+            (p.issued_before != UNBOUNDED).then_some(p.issued_before),
+            (p.expires_at != UNBOUNDED).then_some(p.expires_at),
+            self.strings.get(p.reason).map(|r| Box::from(&**r)),
+        )
+    }
+
+    /// The interned number of an issuer, without adding it: None when no rule names it.
+    fn iss_number(&self, iss: Option<&str>) -> Option<u32> {
+        match iss {
+            None => Some(0),
+            Some(i) => self.strings.numbers.get(i).copied(),
+        }
+    }
+
+    /// Adds a rule, merging it with an existing rule of the same id.
+    pub fn insert(&mut self, rule: Rule) {
+        let packed = self.pack(&rule.scope);
+        let added = match &rule.selector {
+            Selector::Session(s) => self.sessions.insert(s, packed),
+            Selector::Sub(s) => self.subs.insert(s, packed),
+            Selector::Claim { name, value } => self
+                .claims
+                .entry(name.clone())
+                .or_default()
+                .insert(value, packed),
+            Selector::TokenSha256(h) => push_or_merge(self.hashes.entry(*h).or_default(), packed),
+            Selector::Global => push_or_merge(&mut self.global, packed),
+        };
+        if added {
+            self.len += 1;
+        }
+    }
+
+    /// Looks a rule up by its selector and issuer.
+    pub fn get(&self, selector: &Selector, iss: Option<&str>) -> Option<Rule> {
+        self.iss_number(iss)?;
+        self.by_selector(selector)
+            .into_iter()
+            .find(|r| r.scope.iss.as_deref() == iss)
+    }
+
+    /// Every rule with this selector, whatever its issuer.
+    pub fn by_selector(&self, selector: &Selector) -> Vec<Rule> {
+        let rule = |p: &Packed| Rule {
+            selector: selector.clone(),
+            scope: self.unpack(p),
+        };
+        match selector {
+            Selector::Session(s) => strs(&self.sessions, s).map(rule).collect(),
+            Selector::Sub(s) => strs(&self.subs, s).map(rule).collect(),
+            Selector::Claim { name, value } => match self.claims.get(name) {
+                Some(t) => strs(t, value).map(rule).collect(),
+                None => Vec::new(),
+            },
+            Selector::TokenSha256(h) => {
+                self.hashes.get(h).into_iter().flatten().map(rule).collect()
+            }
+            Selector::Global => self.global.iter().map(rule).collect(),
+        }
+    }
+
+    /// Removes a rule; true when it was there.
+    pub fn remove(&mut self, selector: &Selector, iss: Option<&str>) -> bool {
+        let Some(n) = self.iss_number(iss) else {
+            return false;
+        };
+        let removed = match selector {
+            Selector::Session(s) => self.sessions.remove(s, n),
+            Selector::Sub(s) => self.subs.remove(s, n),
+            Selector::Claim { name, value } => match self.claims.get_mut(name) {
+                Some(t) => {
+                    let removed = t.remove(value, n);
+                    if t.is_empty() {
+                        self.claims.remove(name);
+                    }
+                    removed
+                }
+                None => false,
+            },
+            Selector::TokenSha256(h) => match self.hashes.get_mut(h) {
+                Some(v) => {
+                    let removed = take(v, n);
+                    if v.is_empty() {
+                        self.hashes.remove(h);
+                    }
+                    removed
+                }
+                None => false,
+            },
+            Selector::Global => take(&mut self.global, n),
+        };
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    /// Every rule, in no particular order.
+    pub fn rules(&self) -> impl Iterator<Item = Rule> + '_ {
+        let sessions = self.sessions.entries().map(|(k, p)| Rule {
+            selector: Selector::Session(k.into()),
+            scope: self.unpack(p),
+        });
+        let subs = self.subs.entries().map(|(k, p)| Rule {
+            selector: Selector::Sub(k.into()),
+            scope: self.unpack(p),
+        });
+        let claims = self.claims.iter().flat_map(move |(name, t)| {
+            t.entries().map(move |(value, p)| Rule {
+                selector: Selector::Claim {
+                    name: name.clone(),
+                    value: value.into(),
+                },
+                scope: self.unpack(p),
+            })
+        });
+        let hashes = self.hashes.iter().flat_map(move |(h, v)| {
+            v.iter().map(move |p| Rule {
+                selector: Selector::TokenSha256(*h),
+                scope: self.unpack(p),
+            })
+        });
+        let global = self.global.iter().map(move |p| Rule {
+            selector: Selector::Global,
+            scope: self.unpack(p),
+        });
+        sessions
+            .chain(subs)
+            .chain(claims)
+            .chain(hashes)
+            .chain(global)
+    }
+
+    fn all_packed(&self) -> impl Iterator<Item = &Packed> {
+        self.sessions
+            .packed()
+            .chain(self.subs.packed())
+            .chain(self.claims.values().flat_map(StrTable::packed))
+            .chain(self.hashes.values().flatten())
+            .chain(self.global.iter())
+    }
+
+    /// A copy without the rules that can no longer match anything at `now`: expired ones,
+    /// and (with `max_token_lifetime`) cutoffs older than the longest-lived token.
+    pub fn pruned(&self, now: UnixTime, max_token_lifetime: Option<UnixTime>) -> RuleTable {
+        let mut out = RuleTable::default();
+        for rule in self.rules() {
+            let moot = rule
+                .scope
+                .issued_before()
+                .zip(max_token_lifetime)
+                .is_some_and(|(t, l)| t.saturating_add(l) <= now);
+            if rule.scope.is_live(now) && !moot {
+                out.insert(rule);
+            }
+        }
+        out.shrink();
+        out
+    }
+
+    /// Gives back spare capacity once a table is complete (after parsing a file).
+    pub fn shrink(&mut self) {
+        self.sessions.shrink();
+        self.subs.shrink();
+        for t in self.claims.values_mut() {
+            t.shrink();
+        }
+    }
+
+    /// True when some rule of this table has expired or become moot at `now`.
+    pub fn has_prunable(&self, now: UnixTime, max_token_lifetime: Option<UnixTime>) -> bool {
+        self.next_expiry(max_token_lifetime)
+            .is_some_and(|t| t <= now)
+    }
+
+    /// The earliest instant a rule of this table stops applying, for the expiry timer.
+    pub fn next_expiry(&self, max_token_lifetime: Option<UnixTime>) -> Option<UnixTime> {
+        self.all_packed()
+            .filter_map(|p| p.ends_at(max_token_lifetime))
+            .min()
+    }
+
+    /// The first rule that revokes this token, if any.
+    pub fn find(&self, token: &TokenFacts<'_>, now: UnixTime) -> Option<Rule> {
+        let covers = |p: &&Packed| p.covers(&self.strings, token.iss, token.iat, now);
+        let hit = |selector: Selector, p: &Packed| Rule {
+            selector,
+            scope: self.unpack(p),
+        };
+        if let Some(session) = token.session
+            && let Some(p) = strs(&self.sessions, session).find(covers)
+        {
+            return Some(hit(Selector::Session(session.into()), p));
+        }
+        if let Some(sub) = token.sub
+            && let Some(p) = strs(&self.subs, sub).find(covers)
+        {
+            return Some(hit(Selector::Sub(sub.into()), p));
+        }
+        for h in token.hashes {
+            if let Some(p) = self.hashes.get(h).into_iter().flatten().find(covers) {
+                return Some(hit(Selector::TokenSha256(*h), p));
+            }
+        }
+        for (name, table) in &self.claims {
+            let Some(claim) = token.claims.get(name.as_ref()) else {
+                continue;
+            };
+            for value in claim_values(claim) {
+                if let Some(p) = strs(table, &value).find(covers) {
+                    let selector = Selector::Claim {
+                        name: name.clone(),
+                        value: value.as_ref().into(),
+                    };
+                    return Some(hit(selector, p));
+                }
+            }
+        }
+        self.global
+            .iter()
+            .find(covers)
+            .map(|p| hit(Selector::Global, p))
+    }
+}
+
+/// The scopes stored under a string key.
+fn strs<'t>(table: &'t StrTable, key: &str) -> impl Iterator<Item = &'t Packed> {
+    table.find(key).into_iter().flat_map(|e| table.scopes(e))
+}
+
+fn push_or_merge(scopes: &mut Vec<Packed>, p: Packed) -> bool {
+    match scopes.iter_mut().find(|s| s.iss == p.iss) {
+        Some(existing) => {
+            existing.merge(p);
+            false
+        }
+        None => {
+            scopes.push(p);
+            true
+        }
+    }
+}
+
+fn take(scopes: &mut Vec<Packed>, iss: u32) -> bool {
+    let before = scopes.len();
+    scopes.retain(|s| s.iss != iss);
+    scopes.len() != before
+}
+
+/// The string forms a claim can be matched by: a string as is, a number or boolean as its
+/// JSON text, and each such element of an array (SPEC §3: "or C is an array containing V").
+fn claim_values(claim: &Value) -> Box<dyn Iterator<Item = std::borrow::Cow<'_, str>> + '_> {
+    fn scalar(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
+        match v {
+            Value::String(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
+            Value::Number(n) => Some(std::borrow::Cow::Owned(n.to_string())),
+            Value::Bool(b) => Some(std::borrow::Cow::Borrowed(if *b {
+                "true"
+            } else {
+                "false"
+            })),
+            _ => None,
+        }
+    }
+    match claim {
+        Value::Array(items) => Box::new(items.iter().filter_map(scalar)),
+        other => Box::new(scalar(other).into_iter()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(s: &str, iss: Option<&str>) -> Rule {
+        Rule {
+            selector: Selector::Sub(s.into()),
+            scope: Scope::new(iss.map(Arc::from), None, None, None),
+        }
+    }
+
+    #[test]
+    fn removing_keys_keeps_every_other_key_findable() {
+        let mut t = RuleTable::default();
+        for i in 0..1000 {
+            t.insert(sub(&format!("u{i}"), None));
+        }
+        t.insert(sub("u7", Some("iss-a")));
+        for i in (0..1000).step_by(3) {
+            assert!(t.remove(&Selector::Sub(format!("u{i}").into()), None));
+        }
+        for i in 0..1000 {
+            let found = t
+                .get(&Selector::Sub(format!("u{i}").into()), None)
+                .is_some();
+            assert_eq!(found, i % 3 != 0, "u{i}");
+        }
+        assert!(t.get(&Selector::Sub("u7".into()), Some("iss-a")).is_some());
+        assert_eq!(t.len(), 1000 - 334 + 1);
+        assert_eq!(t.rules().count(), t.len());
+        let mut shrunk = t.clone();
+        shrunk.shrink();
+        assert!(shrunk.get(&Selector::Sub("u1".into()), None).is_some());
+    }
+
+    #[test]
+    fn a_key_with_two_issuers_survives_removing_either() {
+        let mut t = RuleTable::default();
+        t.insert(sub("u", None));
+        t.insert(sub("u", Some("a")));
+        t.insert(sub("u", Some("b")));
+        assert_eq!(t.len(), 3);
+        assert!(t.remove(&Selector::Sub("u".into()), None));
+        assert!(t.get(&Selector::Sub("u".into()), Some("a")).is_some());
+        assert!(t.get(&Selector::Sub("u".into()), Some("b")).is_some());
+        assert!(t.remove(&Selector::Sub("u".into()), Some("b")));
+        assert!(!t.remove(&Selector::Sub("u".into()), Some("c")));
+        assert_eq!(t.by_selector(&Selector::Sub("u".into())).len(), 1);
+    }
+}

@@ -1,0 +1,450 @@
+//! A fake identity provider on loopback, for the keys veto fetches (`jwks_uri`, or
+//! `discovery: true`): a real HTTP server that serves an OpenID discovery document and a
+//! JWK Set, counts the requests it gets per path, and can be switched while veto runs.
+//!
+//! - [`Idp`]: plain HTTP, an axum server inside the test. It answers with a key set, fails
+//!   with 500, hangs, or is down (nothing listens on its port: connection refused).
+//! - [`TlsIdp`]: HTTPS with a certificate for `127.0.0.1` issued by a private CA made at
+//!   test time, served by Python's `http.server` (the test binary has no TLS server of its
+//!   own, and a dev-dependency just for this is not worth it).
+//! - [`fixture_jwk`] and [`jwk_set`]: key sets built from the public keys in
+//!   `tests/fixtures/keys/jwks.json`, so [`super::Token`] signs tokens they verify.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+
+use super::process::Process;
+use super::tokens::fixture_key_path;
+use super::{free_loopback_addr, poll_until};
+
+/// Where the discovery document is (OpenID Connect Discovery 1.0 §4).
+pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+/// Where the JWK Set is; the discovery document names it as `jwks_uri`.
+pub const JWKS_PATH: &str = "/jwks.json";
+
+/// How long a hanging answer hangs: far longer than any `fetch_timeout` a test sets, so
+/// the fetch can only end by veto's timeout.
+const HANG: Duration = Duration::from_secs(60);
+
+/// The public JWK with `kid` from `tests/fixtures/keys/jwks.json` (`rsa-1`, `ec256-1`,
+/// `ec384-1`, `ed-1`): the key [`super::Token`] signs with for that key's algorithm.
+pub fn fixture_jwk(kid: &str) -> Value {
+    let path = fixture_key_path("jwks.json");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let set: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    set["keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["kid"] == kid))
+        .cloned()
+        .unwrap_or_else(|| panic!("{} has no key with kid {kid}", path.display()))
+}
+
+/// A JWK Set document of `keys`.
+pub fn jwk_set(keys: impl IntoIterator<Item = Value>) -> Value {
+    json!({"keys": keys.into_iter().collect::<Vec<_>>()})
+}
+
+/// How the fake identity provider answers every path for now.
+#[derive(Clone)]
+enum Answer {
+    /// The discovery document, and this JWK Set at [`JWKS_PATH`].
+    Keys(Value),
+    /// 500 Internal Server Error.
+    Fail,
+    /// Nothing, for [`HANG`].
+    Hang,
+}
+
+/// What the server task and the test share.
+struct Shared {
+    base_url: String,
+    answer: Mutex<Answer>,
+    /// Requests received per path, whatever the answer was.
+    hits: Mutex<HashMap<String, u64>>,
+}
+
+/// A fake identity provider at `http://127.0.0.1:<port>`; it runs as a task on the test's
+/// runtime and stops on drop.
+pub struct Idp {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    /// The server task while the provider is up.
+    server: Option<JoinHandle<()>>,
+}
+
+impl Idp {
+    /// An identity provider that is up and serves `jwks` (see [`jwk_set`]).
+    pub async fn start(jwks: Value) -> Idp {
+        let mut idp = Idp::down_with(free_loopback_addr(), jwks);
+        idp.up().await;
+        idp
+    }
+
+    /// An identity provider that is down (its port refuses connections) until [`Idp::up`];
+    /// it will then serve `jwks`.
+    pub fn start_down(jwks: Value) -> Idp {
+        Idp::down_with(free_loopback_addr(), jwks)
+    }
+
+    fn down_with(addr: SocketAddr, jwks: Value) -> Idp {
+        Idp {
+            addr,
+            shared: Arc::new(Shared {
+                base_url: format!("http://{addr}"),
+                answer: Mutex::new(Answer::Keys(jwks)),
+                hits: Mutex::new(HashMap::new()),
+            }),
+            server: None,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`: the issuer, when veto is to use discovery (a discovery
+    /// issuer's `iss` is the URL its discovery document hangs off).
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// The JWK Set's URL, for `jwks_uri`.
+    pub fn jwks_uri(&self) -> String {
+        format!("{}{JWKS_PATH}", self.shared.base_url)
+    }
+
+    /// From now on, serve `jwks` (and the discovery document).
+    pub fn serve(&self, jwks: Value) {
+        self.set(Answer::Keys(jwks));
+    }
+
+    /// From now on, answer every request with 500.
+    pub fn fail(&self) {
+        self.set(Answer::Fail);
+    }
+
+    /// From now on, accept every request and never answer it.
+    pub fn hang(&self) {
+        self.set(Answer::Hang);
+    }
+
+    fn set(&self, answer: Answer) {
+        *self.shared.answer.lock().expect("the idp state lock") = answer;
+    }
+
+    /// Starts listening on the provider's port (again).
+    pub async fn up(&mut self) {
+        if self.server.is_some() {
+            return;
+        }
+        // Tokio sets SO_REUSEADDR, so the port binds again right after [`Idp::down`] even
+        // with the closed connections still in TIME_WAIT.
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .unwrap_or_else(|e| panic!("bind the fake identity provider at {}: {e}", self.addr));
+        let shared = self.shared.clone();
+        let app = Router::new().fallback(move |uri: Uri| answer(shared.clone(), uri));
+        self.server = Some(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .await
+                .expect("the fake identity provider stopped serving");
+        }));
+    }
+
+    /// Stops listening: connections to the port are refused until [`Idp::up`]. Every answer
+    /// says `Connection: close`, so no kept-alive connection outlives this either.
+    pub fn down(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+
+    /// How many requests for `path` arrived so far (answered, failed or hanging).
+    pub fn hits(&self, path: &str) -> u64 {
+        let hits = self.shared.hits.lock().expect("the idp hits lock");
+        hits.get(path).copied().unwrap_or(0)
+    }
+
+    pub fn jwks_hits(&self) -> u64 {
+        self.hits(JWKS_PATH)
+    }
+
+    pub fn discovery_hits(&self) -> u64 {
+        self.hits(DISCOVERY_PATH)
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+async fn answer(shared: Arc<Shared>, uri: Uri) -> Response {
+    let path = uri.path().to_owned();
+    *shared
+        .hits
+        .lock()
+        .expect("the idp hits lock")
+        .entry(path.clone())
+        .or_insert(0) += 1;
+    let now = shared.answer.lock().expect("the idp state lock").clone();
+    let (status, body) = match now {
+        Answer::Hang => {
+            tokio::time::sleep(HANG).await;
+            (StatusCode::SERVICE_UNAVAILABLE, json!({"error": "hung"}))
+        }
+        Answer::Fail => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": "the identity provider is failing on purpose"}),
+        ),
+        Answer::Keys(jwks) => match path.as_str() {
+            DISCOVERY_PATH => (StatusCode::OK, discovery_document(&shared.base_url)),
+            JWKS_PATH => (StatusCode::OK, jwks),
+            _ => (StatusCode::NOT_FOUND, json!({"error": "not found"})),
+        },
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        // One request per connection: taking the provider down then really cuts veto off,
+        // instead of a kept-alive connection living on in its own task.
+        .header(header::CONNECTION, "close")
+        .body(Body::from(body.to_string()))
+        .expect("a response with a status, two valid headers and a body")
+}
+
+/// The discovery document of the provider at `base_url`: what Keycloak or Auth0 publish,
+/// cut to the fields a relying party reads.
+fn discovery_document(base_url: &str) -> Value {
+    json!({
+        "issuer": base_url,
+        "jwks_uri": format!("{base_url}{JWKS_PATH}"),
+        "authorization_endpoint": format!("{base_url}/authorize"),
+        "token_endpoint": format!("{base_url}/token"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+    })
+}
+
+// ---- HTTPS with a private CA -----------------------------------------------------------
+
+/// How long Python may take to start serving.
+const TLS_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTPS server: static files (the discovery document and the JWK Set) from a dir.
+/// `do_handshake_on_connect=False` moves each TLS handshake out of the accept loop into the
+/// request's thread, so one client that fails the handshake cannot stall the others.
+const HTTPS_SERVER_PY: &str = r#"
+import functools, http.server, ssl, sys
+port, cert, key, root = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+print("https idp serving", flush=True)
+server.serve_forever()
+"#;
+
+/// A CA and a server certificate for `IP:127.0.0.1`, with Python's `cryptography`, for
+/// machines without the `openssl` command.
+const MAKE_CERTS_PY: &str = r#"
+import datetime, ipaddress, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+out = sys.argv[1]
+now = datetime.datetime.now(datetime.timezone.utc)
+def name(cn):
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+def save_key(key, path):
+    with open(path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+def save_cert(cert, path):
+    with open(path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+ca_key = ec.generate_private_key(ec.SECP256R1())
+ca = (x509.CertificateBuilder().subject_name(name("veto test CA")).issuer_name(name("veto test CA"))
+    .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+    .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+        encipher_only=False, decipher_only=False), critical=True)
+    .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+    .sign(ca_key, hashes.SHA256()))
+key = ec.generate_private_key(ec.SECP256R1())
+cert = (x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(ca.subject)
+    .public_key(key.public_key()).serial_number(x509.random_serial_number())
+    .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    .sign(ca_key, hashes.SHA256()))
+save_cert(ca, out + "/ca.pem")
+save_key(key, out + "/server.key")
+save_cert(cert, out + "/server.pem")
+"#;
+
+/// The `openssl` config for the same two certificates.
+const OPENSSL_CNF: &str = "\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = veto test CA
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+";
+
+/// An identity provider at `https://127.0.0.1:<port>` whose certificate only a private CA
+/// vouches for ([`TlsIdp::ca_file`]). It serves discovery (naming its own HTTPS `jwks_uri`)
+/// and `jwks`; killed on drop.
+pub struct TlsIdp {
+    // Declared before `dir`, so Python is killed before its files are deleted.
+    process: Process,
+    base_url: String,
+    dir: TempDir,
+}
+
+impl TlsIdp {
+    pub async fn start(jwks: &Value) -> TlsIdp {
+        let dir = tempfile::Builder::new()
+            .prefix("tls-idp-test-")
+            .tempdir()
+            .expect("create a temp dir for the HTTPS identity provider");
+        make_certificates(dir.path());
+
+        let addr = free_loopback_addr();
+        let base_url = format!("https://{addr}");
+        let root = dir.path().join("www");
+        std::fs::create_dir_all(root.join(".well-known")).expect("create the served dir");
+        std::fs::write(
+            root.join(DISCOVERY_PATH.trim_start_matches('/')),
+            discovery_document(&base_url).to_string(),
+        )
+        .expect("write the discovery document");
+        std::fs::write(
+            root.join(JWKS_PATH.trim_start_matches('/')),
+            jwks.to_string(),
+        )
+        .expect("write the JWK Set");
+
+        let mut command = Command::new("python3");
+        command
+            .arg("-c")
+            .arg(HTTPS_SERVER_PY)
+            .arg(addr.port().to_string())
+            .arg(dir.path().join("server.pem"))
+            .arg(dir.path().join("server.key"))
+            .arg(&root);
+        let process = Process::spawn("https-idp", command, dir.path());
+        let serving = poll_until(TLS_START_TIMEOUT, async || {
+            process.log().contains("https idp serving")
+        })
+        .await;
+        assert!(
+            serving,
+            "the Python HTTPS server did not start within {TLS_START_TIMEOUT:?}\n{}",
+            process.log()
+        );
+        TlsIdp {
+            process,
+            base_url,
+            dir,
+        }
+    }
+
+    /// `https://127.0.0.1:<port>`: the issuer for `discovery: true`.
+    pub fn base_url(&self) -> String {
+        self.base_url.clone()
+    }
+
+    /// The PEM file of the CA that issued the server's certificate, for `ca_file`.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// What the server logged (Python's access log goes to stderr).
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+}
+
+/// Writes `ca.pem`, `server.key` and `server.pem` (for `IP:127.0.0.1`, issued by the CA)
+/// into `dir`: with the `openssl` command when there is one, else with Python's
+/// `cryptography`. Never skips: a TLS test that silently did not run proves nothing.
+fn make_certificates(dir: &Path) {
+    if on_path("openssl") {
+        std::fs::write(dir.join("openssl.cnf"), OPENSSL_CNF).expect("write openssl.cnf");
+        let new_key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+        let steps = [
+            format!(
+                "req -x509 -config openssl.cnf -extensions ca {new_key} -keyout ca.key -out ca.pem -days 1"
+            ),
+            format!(
+                "req -new -config openssl.cnf -subj /CN=127.0.0.1 {new_key} -keyout server.key -out server.csr"
+            ),
+            "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial 2 -days 1 \
+             -extfile openssl.cnf -extensions server -out server.pem"
+                .to_owned(),
+        ];
+        for step in steps {
+            run_ok(
+                Command::new("openssl")
+                    .args(step.split_whitespace())
+                    .current_dir(dir),
+            );
+        }
+    } else {
+        run_ok(
+            Command::new("python3")
+                .arg("-c")
+                .arg(MAKE_CERTS_PY)
+                .arg(dir),
+        );
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+fn run_ok(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}); neither `openssl` nor Python's `cryptography` could make \
+         the test certificates?\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+}

