@@ -618,6 +618,16 @@ fn token_refuses_an_empty_hmac_secret_naming_the_file() {
 }
 
 #[test]
+fn token_refuses_a_pem_key_as_an_hmac_secret() {
+    for name in ["rsa.pem", "rsa-public.pem"] {
+        let key = fixture_key_path(name).display().to_string();
+        run_veto(["token", "--key", &key, "--alg", "HS256"])
+            .assert_exit(1)
+            .assert_stderr_names(&[&key, "HMAC"]);
+    }
+}
+
+#[test]
 fn token_with_a_bad_ttl_or_claim_is_refused() {
     let key = fixture_key_path("rsa.pem").display().to_string();
     run_veto(["token", "--key", &key, "--alg", "RS256", "--ttl", "1 year"])

@@ -87,7 +87,7 @@ pub async fn push(
     let who = authorize(&s, &headers, Access::Write)?;
     let body = json_body(&body)?;
     let rules = rules_from_body(&body, now_ms(), s.max_token_lifetime).map_err(|errors| {
-        tracing::info!(target: "veto::audit", who, action = "push", result = "invalid", error = %errors.join("; "));
+        tracing::info!(target: "veto::audit", who, action = "push", result = "invalid", error = %errors.join("; "), "push rejected");
         invalid(errors)
     })?;
     store(&s, &who, rules).await
@@ -107,7 +107,7 @@ async fn store(s: &AdminState, who: &str, rules: Vec<Rule>) -> Result<Response, 
         .collect();
     match s.state.push(rules).await {
         Ok(version) => {
-            tracing::info!(target: "veto::audit", who, action = "push", ids = ?ids, version, result = "ok");
+            tracing::info!(target: "veto::audit", who, action = "push", ids = ?ids, version, result = "ok", "rules pushed");
             let snapshot = s.state.reader().load_full();
             let stored: Vec<Value> = keys
                 .iter()
@@ -121,7 +121,7 @@ async fn store(s: &AdminState, who: &str, rules: Vec<Rule>) -> Result<Response, 
                 .into_response())
         }
         Err(e) => {
-            tracing::error!(target: "veto::audit", who, action = "push", ids = ?ids, result = "error", error = %e);
+            tracing::error!(target: "veto::audit", who, action = "push", ids = ?ids, result = "error", error = %e, "push failed");
             Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 e.to_string(),
@@ -293,17 +293,17 @@ pub async fn delete(
     let who = authorize(&s, &headers, Access::Write)?;
     let snapshot = s.state.reader().load_full();
     let Some((rule, _)) = find(&snapshot, &id) else {
-        tracing::info!(target: "veto::audit", who, action = "delete", id, result = "not_found");
+        tracing::info!(target: "veto::audit", who, action = "delete", id, result = "not_found", "delete of an absent rule");
         return Err(not_found(&id));
     };
     let iss = rule.scope.iss.as_deref().map(str::to_owned);
     match s.state.delete(rule.selector, iss).await {
         Ok((DeleteOutcome::Deleted, version)) => {
-            tracing::info!(target: "veto::audit", who, action = "delete", id, version, result = "ok");
+            tracing::info!(target: "veto::audit", who, action = "delete", id, version, result = "ok", "rule deleted");
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Ok((DeleteOutcome::FromFile, _)) => {
-            tracing::info!(target: "veto::audit", who, action = "delete", id, result = "conflict");
+            tracing::info!(target: "veto::audit", who, action = "delete", id, result = "conflict", "delete of a file rule refused");
             Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!("rule `{id}` comes from the rules file; remove it there"),
@@ -311,7 +311,7 @@ pub async fn delete(
         }
         Ok((DeleteOutcome::NotFound, _)) => Err(not_found(&id)),
         Err(e) => {
-            tracing::error!(target: "veto::audit", who, action = "delete", id, result = "error", error = %e);
+            tracing::error!(target: "veto::audit", who, action = "delete", id, result = "error", error = %e, "delete failed");
             Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 e.to_string(),

@@ -101,21 +101,27 @@ fn encoding_key(
         let kid = jwk.get("kid").and_then(Value::as_str).map(str::to_owned);
         return Ok((jwk_key(&jwk, alg).map_err(bad)?, kid));
     }
-    if family == AlgorithmFamily::Hmac {
-        let secret = bytes
-            .strip_suffix(b"\r\n")
-            .or_else(|| bytes.strip_suffix(b"\n"))
-            .unwrap_or(bytes);
-        if secret.is_empty() {
-            return Err(bad("the HMAC secret is empty".into()));
-        }
-        return Ok((EncodingKey::from_secret(secret), None));
-    }
     let key = match family {
+        AlgorithmFamily::Hmac => {
+            let secret = bytes
+                .strip_suffix(b"\r\n")
+                .or_else(|| bytes.strip_suffix(b"\n"))
+                .unwrap_or(bytes);
+            if secret.is_empty() {
+                return Err(bad("the HMAC secret is empty".into()));
+            }
+            // A PEM key passed for an HS* algorithm is a mistake (and the classic algorithm
+            // confusion): never sign with a public or private key's text as the secret.
+            if text.trim_start().starts_with("-----BEGIN") {
+                return Err(bad(format!(
+                    "is a PEM key, not an HMAC secret; {alg:?} needs the raw secret file"
+                )));
+            }
+            return Ok((EncodingKey::from_secret(secret), None));
+        }
         AlgorithmFamily::Rsa => EncodingKey::from_rsa_pem(bytes),
         AlgorithmFamily::Ec => EncodingKey::from_ec_pem(bytes),
         AlgorithmFamily::Ed => EncodingKey::from_ed_pem(bytes),
-        AlgorithmFamily::Hmac => unreachable!("handled above"),
     }
     .map_err(|e| bad(format!("not a {family:?} private key in PEM form: {e}")))?;
     Ok((key, None))
