@@ -7,7 +7,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use prometheus_client::registry::Registry;
 
 use crate::decision::{Decision, Reason};
@@ -50,7 +53,7 @@ pub struct Metrics {
     allowed: Counter,
     denied: [Counter; Reason::ALL.len()],
     unavailable: Counter,
-    check_duration: Histogram,
+    check_duration: CheckDuration,
     rules: Family<SourceLabels, Gauge>,
     snapshot_version: Gauge,
     snapshot_reloads: Family<ResultLabels, Counter>,
@@ -69,8 +72,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
         let checks = Family::<CheckLabels, Counter>::default();
-        // 25 µs .. ~100 ms: a Check is tens of microseconds, a slow one a few milliseconds.
-        let check_duration = Histogram::new(exponential_buckets(0.000_025, 2.0, 13));
+        let check_duration = CheckDuration::default();
         let rules = Family::<SourceLabels, Gauge>::default();
         let snapshot_version = Gauge::default();
         let snapshot_reloads = Family::<ResultLabels, Counter>::default();
@@ -155,7 +157,7 @@ impl Metrics {
             Decision::Deny(r) => self.denied[*r as usize].inc(),
             Decision::Unavailable(_) => self.unavailable.inc(),
         };
-        self.check_duration.observe(took.as_secs_f64());
+        self.check_duration.observe(took);
     }
 
     pub fn snapshot_published(&self, version: u64, file_rules: usize, pushed_rules: usize) {
@@ -214,6 +216,72 @@ impl Metrics {
     }
 }
 
+/// Upper bounds of `veto_check_duration_seconds`, in nanoseconds: 25 µs doubling to about
+/// 100 ms. A Check takes tens of microseconds; a slow one a few milliseconds.
+const DURATION_BOUNDS_NS: [u64; 13] = {
+    let mut b = [0u64; 13];
+    let mut i = 0;
+    while i < 13 {
+        b[i] = 25_000 << i;
+        i += 1;
+    }
+    b
+};
+
+/// The Check-duration histogram, lock-free: every Check records into it, and the
+/// `prometheus-client` histogram takes a write lock per observation. Atomic counters per
+/// bucket, summed at scrape time.
+#[derive(Clone, Debug, Default)]
+struct CheckDuration(Arc<DurationCells>);
+
+#[derive(Debug, Default)]
+struct DurationCells {
+    /// Per bucket (not cumulative), plus the +Inf bucket last.
+    buckets: [AtomicU64; DURATION_BOUNDS_NS.len() + 1],
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+impl CheckDuration {
+    fn observe(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let i = DURATION_BOUNDS_NS
+            .iter()
+            .position(|b| ns <= *b)
+            .unwrap_or(DURATION_BOUNDS_NS.len());
+        let cells = &self.0;
+        if let Some(b) = cells.buckets.get(i) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        cells.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        cells.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for CheckDuration {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for CheckDuration {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let cells = &self.0;
+        let bounds = DURATION_BOUNDS_NS
+            .iter()
+            .map(|ns| *ns as f64 / 1e9)
+            .chain(std::iter::once(f64::MAX));
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(cells.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
+        let sum = cells.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let count = cells.count.load(Ordering::Relaxed);
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +302,11 @@ mod tests {
             "veto_snapshot_version 7",
             r#"veto_snapshot_reloads_total{result="error"} 1"#,
             r#"veto_keys{issuer="https://a"} 2"#,
+            // 40 µs falls in the 50 µs bucket and every later one (buckets are cumulative).
+            r#"veto_check_duration_seconds_bucket{le="0.000025"} 0"#,
+            r#"veto_check_duration_seconds_bucket{le="0.00005"} 1"#,
+            r#"veto_check_duration_seconds_bucket{le="+Inf"} 1"#,
+            "veto_check_duration_seconds_count 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
