@@ -38,7 +38,8 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<Option<String>> {
     match command {
         Command::Serve { config } => {
-            init_tracing();
+            // Held until `serve` returns, so the log lines still queued are written.
+            let _flush_logs = init_tracing();
             let config = veto::config::Config::load(&config)?;
             let runtime = tokio::runtime::Runtime::new()
                 .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
@@ -78,18 +79,25 @@ fn run(command: Command) -> anyhow::Result<Option<String>> {
 }
 
 /// JSON logs to stderr, one event per line; `RUST_LOG` (or `VETO_LOG`) sets the filter.
-fn init_tracing() {
+/// A background thread does the writing, so a Check that logs a denial never waits on the
+/// terminal or the container runtime's pipe; the queue blocks rather than drops when full,
+/// because every denial must be explained.
+fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("VETO_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(false)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_env_filter(filter)
         .init();
+    guard
 }
