@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::revocation::{RuleTable, parse};
 use crate::shutdown::Shutdown;
-use crate::sources::file::FileWatcher;
+use crate::sources::file::{FileWatcher, file_fingerprint};
 use crate::sources::persist::{PersistError, StateDir};
 use crate::sources::reload;
 use crate::state;
@@ -71,7 +71,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             continue;
         };
         for (kind, file) in jwks::key_files(issuer) {
-            let fp = reload::file_fingerprint(&file);
+            let fp = file_fingerprint(&file);
             let loaded = jwks::load_file(kind, &file)?;
             for skipped in &loaded.skipped {
                 tracing::warn!(issuer = %issuer.issuer, file = %file.display(), key = %skipped, "key skipped");

@@ -12,7 +12,7 @@ use arc_swap::ArcSwapOption;
 use subtle::ConstantTimeEq;
 
 use crate::revocation::token_hash::sha256;
-use crate::sources::file::{Changes, Fingerprint, fingerprint};
+use crate::sources::file::{Changes, file_fingerprint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenFileError {
@@ -97,12 +97,7 @@ impl AdminAuth {
     pub async fn follow(self, file: PathBuf, mut changes: Changes) {
         let mut last = file_fingerprint(&file);
         loop {
-            changes.next().await;
-            let fp = file_fingerprint(&file);
-            if fp == last {
-                continue;
-            }
-            last = fp;
+            changes.next_content(&file, &mut last).await;
             match read_token(&file) {
                 Ok(token) => {
                     self.token.store(Some(Arc::new(token)));
@@ -115,11 +110,6 @@ impl AdminAuth {
             }
         }
     }
-}
-
-fn file_fingerprint(file: &Path) -> Fingerprint {
-    let bytes = std::fs::read(file).unwrap_or_else(|e| e.to_string().into_bytes());
-    fingerprint([bytes.as_slice()])
 }
 
 /// A Kubernetes Secret or `echo` leaves a trailing newline; surrounding whitespace is never

@@ -143,8 +143,29 @@ impl Changes {
     }
 }
 
+impl Changes {
+    /// Waits until the content of `file` differs from `last` (which it then updates): the
+    /// loop every small watched file (a key, the admin token) needs.
+    pub async fn next_content(&mut self, file: &Path, last: &mut Fingerprint) {
+        loop {
+            self.next().await;
+            let fp = file_fingerprint(file);
+            if fp != *last {
+                *last = fp;
+                return;
+            }
+        }
+    }
+}
+
 /// A content fingerprint: a reload happens only when it changes.
 pub type Fingerprint = [u8; 32];
+
+/// Fingerprint of a small file as read now (a read error counts as content).
+pub fn file_fingerprint(file: &Path) -> Fingerprint {
+    let bytes = std::fs::read(file).unwrap_or_else(|e| e.to_string().into_bytes());
+    fingerprint([bytes.as_slice()])
+}
 
 /// SHA-256 over several parts (a read error's text counts as content, so a file that keeps
 /// failing the same way is reported once, not at every poll).

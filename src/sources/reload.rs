@@ -31,12 +31,6 @@ pub fn read_rules(
     (fp, Some(bytes.and_then(|b| parse::parse_bytes(&b, file))))
 }
 
-/// Fingerprint of a key file as read now.
-pub fn file_fingerprint(file: &Path) -> Fingerprint {
-    let bytes = std::fs::read(file).unwrap_or_else(|e| e.to_string().into_bytes());
-    fingerprint([bytes.as_slice()])
-}
-
 /// Follows the rules file until the writer stops.
 pub async fn follow_rules(
     file: PathBuf,
@@ -89,12 +83,7 @@ pub async fn follow_key_file(
 ) {
     let name = issuer.config.issuer.clone();
     loop {
-        changes.next().await;
-        let fp = file_fingerprint(&file);
-        if fp == last {
-            continue;
-        }
-        last = fp;
+        changes.next_content(&file, &mut last).await;
         match jwks::load_file(kind, &file) {
             Ok(loaded) => {
                 for skipped in &loaded.skipped {
