@@ -59,7 +59,10 @@ pub struct Refetch {
     /// Milliseconds since `epoch` of the last accepted trigger, plus one (0: never).
     last_trigger_ms: AtomicU64,
     wake: Notify,
-    /// Counts completed fetch attempts, so a waiter knows when "its" fetch is done.
+    /// Numbers fetch attempts as they start...
+    started: AtomicU64,
+    /// ...and publishes the number of the last one to complete, so a Check waits for a
+    /// fetch that started after its trigger, not one already in flight with the old keys.
     completed: watch::Sender<u64>,
 }
 
@@ -67,11 +70,13 @@ impl Refetch {
     pub fn new(remote: &RemoteKeys) -> Refetch {
         Refetch {
             min_interval: remote.min_refetch_interval,
-            // Discovery is two requests, each bounded by fetch_timeout.
-            wait: remote.fetch_timeout * 2 + Duration::from_millis(500),
+            // A fetch in flight may have to finish first, and discovery is two requests,
+            // each bounded by fetch_timeout.
+            wait: remote.fetch_timeout * 4 + Duration::from_millis(500),
             epoch: Instant::now(),
             last_trigger_ms: AtomicU64::new(0),
             wake: Notify::new(),
+            started: AtomicU64::new(0),
             completed: watch::Sender::new(0),
         }
     }
@@ -92,11 +97,14 @@ impl Refetch {
             .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok();
         let mut completed = self.completed.subscribe();
-        let seen = *completed.borrow_and_update();
+        let in_flight_or_done = self.started.load(Ordering::Acquire);
         if won {
             self.wake.notify_one();
         }
-        tokio::time::timeout(self.wait, completed.wait_for(|n| *n > seen))
+        tokio::time::timeout(
+            self.wait,
+            completed.wait_for(|n| *n > in_flight_or_done),
+        )
             .await
             .is_ok_and(|r| r.is_ok())
     }
@@ -144,6 +152,7 @@ pub async fn run(
     let mut ready = Some(ready);
     let mut retry = FIRST_RETRY;
     loop {
+        let attempt = refetch.started.fetch_add(1, Ordering::AcqRel) + 1;
         let next = match fetch(&client, &name, &remote.source).await {
             Ok(fetched) => {
                 for skipped in &fetched.skipped {
@@ -170,7 +179,7 @@ pub async fn run(
                 wait
             }
         };
-        refetch.completed.send_modify(|n| *n += 1);
+        refetch.completed.send_replace(attempt);
         tokio::select! {
             () = tokio::time::sleep(next) => {}
             () = refetch.wake.notified() => {}
