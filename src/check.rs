@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use crate::admin::auth::{AdminAuth, TokenFileError};
-use crate::config::{Config, ConfigError};
-use crate::jwt::jwks::{self, KeyError};
+use crate::admin::auth::AdminAuth;
+use crate::config::{Config, ConfigError, NamedBy};
+use crate::jwt::jwks;
 use crate::revocation::parse::{self, RulesError};
 
 #[derive(Debug, thiserror::Error)]
@@ -13,11 +13,10 @@ pub enum CheckError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Keys(#[from] KeyError),
-    #[error(transparent)]
     Rules(#[from] RulesError),
+    /// A file the config names, with the field that names it.
     #[error(transparent)]
-    AdminToken(#[from] TokenFileError),
+    File(#[from] NamedBy),
 }
 
 /// Validates a rules file.
@@ -32,17 +31,23 @@ pub fn check_config(file: &Path) -> Result<String, CheckError> {
     let config = Config::load(file)?;
     let mut keys = 0;
     let mut fetched = 0;
-    for issuer in &config.issuers {
+    for (i, issuer) in config.issuers.iter().enumerate() {
         for (kind, file) in jwks::key_files(issuer) {
-            keys += jwks::load_file(kind, &file)?.keys.len();
+            keys += jwks::load_file(kind, &file)
+                .map_err(|e| config.named(format_args!("issuers[{i}].{}", kind.field()), e))?
+                .keys
+                .len();
         }
         fetched += usize::from(issuer.remote.is_some());
     }
     if let Some(file) = &config.admin.token_file {
-        AdminAuth::load(file)?;
+        AdminAuth::load(file).map_err(|e| config.named("admin.token_file", e))?;
     }
     let rules = match &config.revocation.file {
-        Some(f) => format!(", {} rules", parse::load_file(f)?.len()),
+        Some(f) => {
+            let table = parse::load_file(f).map_err(|e| config.named("revocation.file", e))?;
+            format!(", {} rules", table.len())
+        }
         None => String::new(),
     };
     let fetched = if fetched > 0 {

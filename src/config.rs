@@ -34,6 +34,28 @@ pub enum ConfigError {
     },
 }
 
+/// A problem in a file the config names, prefixed with the config field that names it
+/// (`issuers[0].jwks_file: /etc/veto/jwks.json: not a JSON JWK Set ...`), so the operator
+/// sees both which file is wrong and where the config points at it.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {source}")]
+pub struct NamedBy {
+    pub field: String,
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl NamedBy {
+    pub fn new(
+        field: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        NamedBy {
+            field: field.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
 /// Where the Check service listens: TCP, or a Unix socket (`unix:/run/veto/veto.sock`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
@@ -246,6 +268,15 @@ enum RawScalar {
 }
 
 impl Config {
+    /// Wraps an error in a file this config names: `CONFIG: FIELD: the error`.
+    pub fn named(
+        &self,
+        field: impl std::fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> NamedBy {
+        NamedBy::new(format!("{}: {field}", self.source.display()), source)
+    }
+
     /// Reads and validates a config file.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {

@@ -11,14 +11,14 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
 
-use crate::admin::auth::{AdminAuth, TokenFileError};
+use crate::admin::auth::AdminAuth;
 use crate::admin::{self, AdminState};
 use crate::authz::{Authz, CheckService, Policy};
-use crate::config::{Config, Listen};
+use crate::config::{Config, Listen, NamedBy};
 use crate::jwt::{Verifier, jwks, remote};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-use crate::revocation::{RuleTable, parse};
+use crate::revocation::RuleTable;
 use crate::shutdown::Shutdown;
 use crate::sources::file::{FileWatcher, file_fingerprint};
 use crate::sources::persist::{PersistError, StateDir};
@@ -29,14 +29,12 @@ use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 /// Why `serve` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// A file the config names, with the field that names it.
     #[error(transparent)]
-    Keys(#[from] jwks::KeyError),
+    File(#[from] NamedBy),
     #[error("{0}")]
     Remote(#[from] remote::RemoteError),
-    #[error(transparent)]
-    Rules(#[from] parse::RulesError),
-    #[error(transparent)]
-    AdminToken(#[from] TokenFileError),
+
     #[error("revocation.state_dir: {0}")]
     State(#[from] PersistError),
     #[error("{what} {addr}: {source}")]
@@ -72,7 +70,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         };
         for (kind, file) in jwks::key_files(issuer) {
             let fp = file_fingerprint(&file);
-            let loaded = jwks::load_file(kind, &file)?;
+            let loaded = jwks::load_file(kind, &file)
+                .map_err(|e| config.named(format_args!("issuers[{i}].{}", kind.field()), e))?;
             for skipped in &loaded.skipped {
                 tracing::warn!(issuer = %issuer.issuer, file = %file.display(), key = %skipped, "key skipped");
             }
@@ -106,7 +105,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let (file_rules, rules_fp) = match &config.revocation.file {
         Some(file) => {
             let (fp, table) = reload::read_rules(file, None);
-            let table = table.unwrap_or_else(|| Ok(RuleTable::default()))?;
+            let table = table
+                .unwrap_or_else(|| Ok(RuleTable::default()))
+                .map_err(|e| config.named("revocation.file", e))?;
             tracing::info!(file = %file.display(), rules = table.len(), "rules loaded");
             (table, Some(fp))
         }
@@ -153,7 +154,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
 
     let admin_auth = match &config.admin.token_file {
         Some(file) => {
-            let auth = AdminAuth::load(file)?;
+            let auth = AdminAuth::load(file).map_err(|e| config.named("admin.token_file", e))?;
             let changes = watcher
                 .watch(file)
                 .map_err(|e| ServeError::Watch(e.to_string()))?;

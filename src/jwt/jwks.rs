@@ -44,6 +44,16 @@ pub struct Loaded {
     pub skipped: Vec<String>,
 }
 
+impl KeyFile {
+    /// The issuer field that names such a file.
+    pub fn field(self) -> &'static str {
+        match self {
+            KeyFile::Jwks => "jwks_file",
+            KeyFile::Hmac => "hmac_secret_file",
+        }
+    }
+}
+
 /// Reads one key file.
 pub fn load_file(kind: KeyFile, file: &Path) -> Result<Loaded, KeyError> {
     let bytes = read(file)?;

@@ -101,10 +101,7 @@ impl Refetch {
         if won {
             self.wake.notify_one();
         }
-        tokio::time::timeout(
-            self.wait,
-            completed.wait_for(|n| *n > in_flight_or_done),
-        )
+        tokio::time::timeout(self.wait, completed.wait_for(|n| *n > in_flight_or_done))
             .await
             .is_ok_and(|r| r.is_ok())
     }
