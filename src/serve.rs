@@ -98,7 +98,11 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             ));
         }
         metrics.keys_loaded(&issuer.issuer, shared.key_count());
-        tracing::info!(issuer = %issuer.issuer, keys = shared.key_count(), "keys loaded");
+        if issuer.remote.is_some() {
+            tracing::info!(issuer = %issuer.issuer, "keys will be fetched; not ready until they are");
+        } else {
+            tracing::info!(issuer = %issuer.issuer, keys = shared.key_count(), "keys loaded");
+        }
     }
 
     // Rules: the file (when configured) must be valid to start.

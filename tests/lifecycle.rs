@@ -22,8 +22,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::common::{
     AppSaw, EchoUpstream, Envoy, Pod, Run, SUBJECT, Token, VetoDir, assert_denied_as_missing_token,
-    check_allowed, free_loopback_addr, headers_request, http_client, poll_until, run_command,
-    veto_command,
+    check_allowed, free_loopback_addr, headers_request, http_client, metric_value, poll_until,
+    run_command, veto_command,
 };
 
 /// One issuer with the fixture keys and a rules file, `sub` forwarded: a complete sidecar.
@@ -241,16 +241,17 @@ async fn metrics_count_a_denied_request_and_show_rules_keys_and_snapshot_version
         );
     }
     assert_eq!(
-        metric(&before, r#"veto_rules{source="file"}"#),
+        metric_value(&before, r#"veto_rules{source="file"}"#),
         Some(2.0),
         "{before}"
     );
     assert!(
-        metric(&before, r#"veto_keys{issuer="https://issuer.test"}"#).is_some_and(|n| n >= 4.0),
+        metric_value(&before, r#"veto_keys{issuer="https://issuer.test"}"#)
+            .is_some_and(|n| n >= 4.0),
         "the four JWKs of the fixture set are counted:\n{before}"
     );
     assert!(
-        metric(&before, "veto_snapshot_version").is_some(),
+        metric_value(&before, "veto_snapshot_version").is_some(),
         "veto_snapshot_version is a number:\n{before}"
     );
 
@@ -261,7 +262,7 @@ async fn metrics_count_a_denied_request_and_show_rules_keys_and_snapshot_version
     let mut after = String::new();
     let counted = poll_until(Duration::from_secs(5), async || {
         after = get_text(&metrics_url).await;
-        metric(&after, denied) == Some(1.0)
+        metric_value(&after, denied) == Some(1.0)
     })
     .await;
     assert!(
@@ -282,12 +283,6 @@ async fn get_text(url: &str) -> String {
 }
 
 /// The value of `series` (name and labels, exactly as exposed) in Prometheus text.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.split_whitespace().next()?.parse().ok())
-}
-
 // ---- stopping ---------------------------------------------------------------------------
 
 #[tokio::test]

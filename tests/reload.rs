@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::common::{
     AppSaw, ISSUER, Pod, Token, Veto, VetoDir, assert_denied, check, check_client, check_outcome,
-    denial_reason, fixture_key_path, headers_request, http_client, poll_until,
+    denial_reason, fixture_key_path, headers_request, poll_until,
 };
 
 /// One issuer with the fixture JWKS and HMAC secret and a rules file. `$RULES` is the rules
@@ -91,26 +91,10 @@ async fn outcome_from_check(veto: &Veto, token: &str) -> String {
 }
 
 /// The value of one series in veto's `GET /metrics`, e.g. `veto_snapshot_version` or
-/// `veto_snapshot_reloads_total{result="error"}` (labels as veto prints them); None when
+/// `veto_snapshot_reloads_total{result="error"}` (labels as veto prints them); panics when
 /// veto does not export it.
-async fn metric(veto: &Veto, series: &str) -> Option<f64> {
-    let text = http_client()
-        .get(veto.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("read /metrics");
-    text.lines().find_map(|line| {
-        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-        // A sample line is `series value [timestamp]`.
-        value.split(' ').next()?.parse().ok()
-    })
-}
-
 async fn metric_now(veto: &Veto, series: &str) -> f64 {
-    metric(veto, series)
+    veto.metric(series)
         .await
         .unwrap_or_else(|| panic!("GET /metrics has no {series}"))
 }
@@ -270,7 +254,7 @@ async fn an_invalid_rules_file_changes_nothing_and_is_counted_until_a_valid_one_
         break_file(&rules_file);
 
         let counted = poll_until(RELOAD_TIMEOUT, async || {
-            metric(veto, RELOAD_ERRORS).await.unwrap_or(0.0) > errors
+            veto.metric(RELOAD_ERRORS).await.unwrap_or(0.0) > errors
         })
         .await;
         assert!(
@@ -379,7 +363,7 @@ async fn a_garbage_key_file_keeps_the_last_good_keys_and_a_key_dropped_from_the_
 
     replace_atomically(&jwks, "{\"keys\": [ this is not a JWK Set");
     let rejected = poll_until(RELOAD_TIMEOUT, async || {
-        metric(veto, &key_errors_series).await.unwrap_or(0.0) > 0.0
+        veto.metric(&key_errors_series).await.unwrap_or(0.0) > 0.0
     })
     .await;
     assert!(
@@ -417,13 +401,13 @@ async fn a_garbage_key_file_keeps_the_last_good_keys_and_a_key_dropped_from_the_
     assert_denied(pod.get_with_token("/orders", &rs256).await, "unknown_key").await;
     AppSaw::read(pod.get_with_token("/orders", &es256).await).await;
     let counted = poll_until(RELOAD_TIMEOUT, async || {
-        metric(veto, &keys_series).await == Some(keys - 1.0)
+        veto.metric(&keys_series).await == Some(keys - 1.0)
     })
     .await;
     assert!(
         counted,
         "{keys_series} is {:?}, expected {}",
-        metric(veto, &keys_series).await,
+        veto.metric(&keys_series).await,
         keys - 1.0
     );
 }
@@ -487,7 +471,7 @@ async fn a_gzipped_rules_file_loads_and_reloads() {
     let whole = gzip(&first);
     replace_atomically(&rules_file, &whole[..whole.len() - 8]);
     let rejected = poll_until(RELOAD_TIMEOUT, async || {
-        metric(&veto, RELOAD_ERRORS).await.unwrap_or(0.0) > errors
+        veto.metric(RELOAD_ERRORS).await.unwrap_or(0.0) > errors
     })
     .await;
     assert!(

@@ -224,6 +224,16 @@ async fn discover(client: &reqwest::Client, issuer: &str) -> Result<String, Fetc
         url: url.clone(),
         message: format!("not JSON: {e}"),
     })?;
+    // OpenID Connect Discovery 1.0 §4.3: the document's issuer must be exactly the one we
+    // asked about, or it is some other provider's configuration.
+    if let Some(named) = doc.get("issuer").and_then(Value::as_str)
+        && named != issuer
+    {
+        return Err(FetchError::Document {
+            url,
+            message: format!("the discovery document is for issuer {named}, not {issuer}"),
+        });
+    }
     match doc.get("jwks_uri").and_then(Value::as_str) {
         Some(u) if u.starts_with("https://") || u.starts_with("http://") => Ok(u.to_owned()),
         _ => Err(FetchError::Document {

@@ -2,8 +2,9 @@
 //! `discovery: true`): a real HTTP server that serves an OpenID discovery document and a
 //! JWK Set, counts the requests it gets per path, and can be switched while veto runs.
 //!
-//! - [`Idp`]: plain HTTP, an axum server inside the test. It answers with a key set, fails
-//!   with 500, hangs, or is down (nothing listens on its port: connection refused).
+//! - [`Idp`]: plain HTTP, an axum server inside the test. It answers with a key set (at
+//!   once or slowly, with a `Cache-Control` if asked), fails with 500, hangs, or is down
+//!   (nothing listens on its port: connection refused).
 //! - [`TlsIdp`]: HTTPS with a certificate for `127.0.0.1` issued by a private CA made at
 //!   test time, served by Python's `http.server` (the test binary has no TLS server of its
 //!   own, and a dev-dependency just for this is not worth it).
@@ -61,8 +62,8 @@ pub fn jwk_set(keys: impl IntoIterator<Item = Value>) -> Value {
 /// How the fake identity provider answers every path for now.
 #[derive(Clone)]
 enum Answer {
-    /// The discovery document, and this JWK Set at [`JWKS_PATH`].
-    Keys(Value),
+    /// The discovery document, and this JWK Set at [`JWKS_PATH`], after this delay.
+    Keys(Value, Duration),
     /// 500 Internal Server Error.
     Fail,
     /// Nothing, for [`HANG`].
@@ -73,6 +74,8 @@ enum Answer {
 struct Shared {
     base_url: String,
     answer: Mutex<Answer>,
+    /// `Cache-Control` of every answer, when set.
+    cache_control: Mutex<Option<String>>,
     /// Requests received per path, whatever the answer was.
     hits: Mutex<HashMap<String, u64>>,
 }
@@ -105,7 +108,8 @@ impl Idp {
             addr,
             shared: Arc::new(Shared {
                 base_url: format!("http://{addr}"),
-                answer: Mutex::new(Answer::Keys(jwks)),
+                answer: Mutex::new(Answer::Keys(jwks, Duration::ZERO)),
+                cache_control: Mutex::new(None),
                 hits: Mutex::new(HashMap::new()),
             }),
             server: None,
@@ -125,7 +129,23 @@ impl Idp {
 
     /// From now on, serve `jwks` (and the discovery document).
     pub fn serve(&self, jwks: Value) {
-        self.set(Answer::Keys(jwks));
+        self.set(Answer::Keys(jwks, Duration::ZERO));
+    }
+
+    /// From now on, serve `jwks` (and the discovery document) `delay` after each request
+    /// arrives. A request answers with what was served when it arrived, as a real server
+    /// that read its keys before a rotation would.
+    pub fn serve_slowly(&self, jwks: Value, delay: Duration) {
+        self.set(Answer::Keys(jwks, delay));
+    }
+
+    /// From now on, every answer says `Cache-Control: <value>`.
+    pub fn cache_control(&self, value: &str) {
+        *self
+            .shared
+            .cache_control
+            .lock()
+            .expect("the idp state lock") = Some(value.to_owned());
     }
 
     /// From now on, answer every request with 500.
@@ -199,6 +219,11 @@ async fn answer(shared: Arc<Shared>, uri: Uri) -> Response {
         .entry(path.clone())
         .or_insert(0) += 1;
     let now = shared.answer.lock().expect("the idp state lock").clone();
+    let cache_control = shared
+        .cache_control
+        .lock()
+        .expect("the idp state lock")
+        .clone();
     let (status, body) = match now {
         Answer::Hang => {
             tokio::time::sleep(HANG).await;
@@ -208,20 +233,27 @@ async fn answer(shared: Arc<Shared>, uri: Uri) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({"error": "the identity provider is failing on purpose"}),
         ),
-        Answer::Keys(jwks) => match path.as_str() {
-            DISCOVERY_PATH => (StatusCode::OK, discovery_document(&shared.base_url)),
-            JWKS_PATH => (StatusCode::OK, jwks),
-            _ => (StatusCode::NOT_FOUND, json!({"error": "not found"})),
-        },
+        Answer::Keys(jwks, delay) => {
+            tokio::time::sleep(delay).await;
+            match path.as_str() {
+                DISCOVERY_PATH => (StatusCode::OK, discovery_document(&shared.base_url)),
+                JWKS_PATH => (StatusCode::OK, jwks),
+                _ => (StatusCode::NOT_FOUND, json!({"error": "not found"})),
+            }
+        }
     };
-    Response::builder()
+    let mut response = Response::builder();
+    if let Some(value) = cache_control {
+        response = response.header(header::CACHE_CONTROL, value);
+    }
+    response
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
         // One request per connection: taking the provider down then really cuts veto off,
         // instead of a kept-alive connection living on in its own task.
         .header(header::CONNECTION, "close")
         .body(Body::from(body.to_string()))
-        .expect("a response with a status, two valid headers and a body")
+        .expect("a response with a status, valid headers and a body")
 }
 
 /// The discovery document of the provider at `base_url`: what Keycloak or Auth0 publish,

@@ -42,7 +42,7 @@ pub use tokens::{
     rsa_public_pem,
 };
 pub use upstream::EchoUpstream;
-pub use veto::{Veto, VetoDir};
+pub use veto::{Veto, VetoDir, metric_value};
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;

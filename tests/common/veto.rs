@@ -203,6 +203,24 @@ impl Veto {
         self.process.wait_for_exit(timeout).await
     }
 
+    /// veto's `GET /metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        super::http_client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("read /metrics")
+    }
+
+    /// The value of one series of `GET /metrics` (name and labels exactly as veto prints
+    /// them), or None while veto does not export it.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.metrics_text().await, series)
+    }
+
     /// Everything veto has logged so far.
     pub fn log(&self) -> String {
         self.process.log()
@@ -216,4 +234,11 @@ fn write_file(dir: &Path, relative_path: &str, contents: &[u8]) -> PathBuf {
     }
     fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     path
+}
+
+/// The value of `series` in a metrics text: a sample line is `series value [timestamp]`.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
 }
