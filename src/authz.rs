@@ -14,9 +14,10 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::decision::{Decision, Reason};
+use crate::jwt::remote::Refetched;
 use crate::jwt::{Verified, Verifier, VerifyError};
 use crate::metrics::Metrics;
-use crate::revocation::{Snapshot, TokenFacts, UnixTime, token_hash};
+use crate::revocation::{Snapshot, TokenFacts, UnixTime, claim_text, token_hash};
 use crate::state::{SnapshotReader, unix_now};
 use crate::token::{self, TokenError};
 
@@ -24,6 +25,9 @@ use crate::token::{self, TokenError};
 pub struct Policy {
     pub header: String,
     pub session_claim: String,
+    /// `revocation.max_token_lifetime` in seconds: cutoff rules are pruned on the promise
+    /// that no older token is accepted, so this is where the promise is kept.
+    pub max_token_lifetime: Option<i64>,
     /// claim -> header, set on allowed requests.
     pub claims_to_headers: Vec<(String, String)>,
 }
@@ -33,6 +37,10 @@ impl Policy {
         Policy {
             header: config.token.header.clone(),
             session_claim: config.revocation.session_claim.clone(),
+            max_token_lifetime: config
+                .revocation
+                .max_token_lifetime
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
             claims_to_headers: config
                 .forward
                 .claims_to_headers
@@ -122,16 +130,48 @@ impl Authz {
                 return out;
             }
         };
+        if let Some(lifetime) = self.policy.max_token_lifetime {
+            let too_old = match verified.iat {
+                None => Some((
+                    Reason::MalformedToken,
+                    "no iat; revocation.max_token_lifetime requires one",
+                )),
+                Some(iat)
+                    if now
+                        >= iat
+                            .saturating_add(lifetime)
+                            .saturating_add(verified.times.leeway) =>
+                {
+                    Some((Reason::Expired, "older than revocation.max_token_lifetime"))
+                }
+                Some(_) => None,
+            };
+            if let Some((reason, detail)) = too_old {
+                let mut out = Outcome::new(Decision::Deny(reason), detail);
+                out.iss = Some(verified.iss.clone());
+                out.sub = verified
+                    .claims
+                    .get("sub")
+                    .and_then(claim_text)
+                    .map(Into::into);
+                return out;
+            }
+        }
         let hashes = if snapshot.needs_token_hash() {
             token_hash::token_hashes(token, *digest, verified.alg)
         } else {
             Vec::new()
         };
+        let sub = verified.claims.get("sub").and_then(claim_text);
+        let session = verified
+            .claims
+            .get(&self.policy.session_claim)
+            .and_then(claim_text);
         let facts = TokenFacts {
             iss: &verified.iss,
             iat: verified.iat,
-            sub: verified.str_claim("sub"),
-            session: verified.str_claim(&self.policy.session_claim),
+            sub: sub.as_deref(),
+            session: session.as_deref(),
             claims: &verified.claims,
             hashes: &hashes,
         };
@@ -199,9 +239,17 @@ impl Authorization for CheckService {
                 .as_deref()
                 .and_then(|iss| authz.verifier.issuer(iss))
                 .and_then(|issuer| issuer.refetch.as_ref())
-            && refetch.unknown_kid().await
         {
-            out = authz.decide(request.get_ref(), unix_now());
+            match refetch.unknown_kid().await {
+                Refetched::Done => out = authz.decide(request.get_ref(), unix_now()),
+                Refetched::RateLimited => {}
+                Refetched::TimedOut => {
+                    out.decision = Decision::Unavailable(
+                        "unknown kid and the key refetch did not finish in time".into(),
+                    );
+                    out.detail = "unknown kid; key refetch timed out".into();
+                }
+            }
         }
         authz.metrics.check(&out.decision, started.elapsed());
         match &out.decision {

@@ -292,10 +292,13 @@ impl Config {
             file: file.to_path_buf(),
             message: e.to_string(),
         })?;
+        // Absolute, so that file watching (which sees absolute paths) recognises the files
+        // it watches even when veto was started with `--config config.yaml`.
         let base = file
             .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
         let fields = Fields { file, base: &base };
         fields.build(raw)
     }
@@ -386,7 +389,16 @@ impl Fields<'_> {
         }
         let max_token_lifetime = match raw.revocation.max_token_lifetime {
             None => None,
-            Some(s) => Some(self.duration("revocation.max_token_lifetime", s)?),
+            Some(s) => {
+                let d = self.duration("revocation.max_token_lifetime", s)?;
+                if d.is_zero() {
+                    return Err(self.err(
+                        "revocation.max_token_lifetime",
+                        "must be longer than zero (leave it out to keep cutoff rules forever)",
+                    ));
+                }
+                Some(d)
+            }
         };
         let revocation = RevocationConfig {
             file: raw.revocation.file.map(|p| self.path(p)),
@@ -402,6 +414,12 @@ impl Fields<'_> {
                 return Err(self.err(
                     format!("forward.claims_to_headers.{claim}"),
                     format!("`{header}` is not a valid HTTP header name"),
+                ));
+            }
+            if claims_to_headers.values().any(|h| *h == header) {
+                return Err(self.err(
+                    format!("forward.claims_to_headers.{claim}"),
+                    format!("header `{header}` is already set from another claim"),
                 ));
             }
             claims_to_headers.insert(claim, header);
@@ -524,15 +542,14 @@ impl Fields<'_> {
             }
             return Ok(None);
         };
-        if refresh_interval.is_zero() || fetch_timeout.is_zero() {
-            return Err(self.err(
-                at(if refresh_interval.is_zero() {
-                    "refresh_interval"
-                } else {
-                    "fetch_timeout"
-                }),
-                "must be longer than zero",
-            ));
+        for (field, value, min, max) in [
+            ("refresh_interval", refresh_interval, 1, 86_400),
+            ("fetch_timeout", fetch_timeout, 1, 300),
+            ("min_refetch_interval", min_refetch_interval, 1, 86_400),
+        ] {
+            if value < Duration::from_secs(min) || value > Duration::from_secs(max) {
+                return Err(self.err(at(field), format!("must be between {min}s and {max}s")));
+            }
         }
         Ok(Some(RemoteKeys {
             source,
@@ -621,6 +638,30 @@ mod tests {
             c.issuers[0].jwks_file.as_deref(),
             Some(Path::new("/etc/veto/jwks.json"))
         );
+    }
+
+    #[test]
+    fn paths_in_a_config_named_relatively_become_absolute() {
+        let c = Config::parse(
+            "issuers: [{issuer: a, jwks_file: keys/jwks.json}]",
+            Path::new("config.yaml"),
+        )
+        .unwrap();
+        let jwks = c.issuers[0].jwks_file.clone().unwrap();
+        assert!(jwks.is_absolute(), "{}", jwks.display());
+        assert!(jwks.ends_with("keys/jwks.json"));
+    }
+
+    #[test]
+    fn two_claims_cannot_fill_one_header_and_lifetimes_are_bounded() {
+        for bad in [
+            "issuers: [{issuer: a, jwks_file: j}]\nforward: {claims_to_headers: {sub: x-a, azp: X-A}}",
+            "issuers: [{issuer: a, jwks_file: j}]\nrevocation: {max_token_lifetime: 0}",
+            "issuers: [{issuer: https://a, jwks_uri: https://a/k, fetch_timeout: 5000000000000}]",
+            "issuers: [{issuer: https://a, jwks_uri: https://a/k, min_refetch_interval: 0}]",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -128,13 +128,14 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         }
         None => (None, RuleTable::default()),
     };
-    let (writer, handle) = state::writer(
-        file_rules,
-        pushed,
-        config.revocation.max_token_lifetime,
-        metrics.clone(),
-        state_dir,
-    );
+    // A cutoff can go once every token it could catch is past max_token_lifetime, plus the
+    // clock skew any issuer is allowed.
+    let prune_after = config.revocation.max_token_lifetime.map(|l| {
+        let leeway = config.issuers.iter().map(|i| i.leeway).max();
+        l.saturating_add(leeway.unwrap_or_default())
+    });
+    let (writer, handle) =
+        state::writer(file_rules, pushed, prune_after, metrics.clone(), state_dir);
     tokio::spawn(writer.run());
     if let (Some(file), Some(fp)) = (&config.revocation.file, rules_fp) {
         let changes = watcher
@@ -187,10 +188,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         auth: admin_auth,
         state: handle.clone(),
         authz: authz.clone(),
-        max_token_lifetime: config
-            .revocation
-            .max_token_lifetime
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        max_token_lifetime: prune_after.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
     };
     let admin_shutdown = shutdown.clone();
     let admin_server = tokio::spawn(async move {

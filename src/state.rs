@@ -217,16 +217,18 @@ impl Writer {
                     }
                 }
             }
+            // Only changes a caller waits for are saved here. Expiry alone needs no save: an
+            // expired rule in the state file is dropped when it is loaded anyway, and a save
+            // that keeps failing must not turn the expiry timer into a busy loop.
+            let must_save = changed.pushed;
             changed.add(self.prune());
             let mut failure = None;
-            if changed.pushed
-                && let Err(e) = self.save()
-            {
+            if must_save && let Err(e) = self.save() {
                 tracing::error!(error = %e, "pushed rules not saved; the change is rolled back");
                 if let Some(before) = before {
                     self.pushed = before;
+                    self.prune();
                 }
-                changed.pushed = false;
                 failure = Some(WriteError::Persist(e));
             }
             if changed.file || changed.pushed {

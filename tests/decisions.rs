@@ -235,3 +235,38 @@ async fn when_veto_is_unreachable_envoy_answers_503_not_401() {
 
     assert_eq!(response.status(), 503);
 }
+
+#[tokio::test]
+async fn with_max_token_lifetime_a_token_older_than_it_is_expired_even_after_its_cutoff_is_pruned()
+{
+    // A global cutoff two minutes old, with a one-minute max lifetime: veto prunes the rule
+    // at once, so it must refuse every token old enough to have been caught by it.
+    let dir = VetoDir::new().with_fixture_keys();
+    dir.write(
+        "rules/rules.json",
+        json!({"rules": [{"issued_before": now() - 120}]}).to_string(),
+    );
+    let config = CONFIG.replace(
+        "  file: rules/rules.json",
+        "  file: rules/rules.json\n  max_token_lifetime: 60",
+    );
+    let pod = Pod::start(dir, &config).await;
+
+    let old = Token::new().issued_in(-300).expires_in(7200).sign();
+    assert_denied(pod.get_with_token("/", &old).await, "expired").await;
+    let no_iat = Token::new().without("iat").sign();
+    assert_denied(pod.get_with_token("/", &no_iat).await, "malformed_token").await;
+    let fresh = Token::new().sign();
+    AppSaw::read(pod.get_with_token("/", &fresh).await).await;
+}
+
+#[tokio::test]
+async fn a_numeric_subject_is_blocked_by_a_sub_rule_naming_it() {
+    let pod = pod_with_rules(json!({"rules": [{"sub": 12345}, {"session": 777}]})).await;
+    let numeric_sub = Token::new().claim("sub", 12345).sign();
+    assert_denied(pod.get_with_token("/", &numeric_sub).await, "revoked").await;
+    let numeric_jti = Token::new().claim("jti", 777).sign();
+    assert_denied(pod.get_with_token("/", &numeric_jti).await, "revoked").await;
+    let other = Token::new().claim("sub", 123456).sign();
+    AppSaw::read(pod.get_with_token("/", &other).await).await;
+}

@@ -121,11 +121,29 @@ pub fn hmac_key(bytes: &[u8], file: &Path) -> Result<Key, KeyError> {
         .strip_suffix(b"\r\n")
         .or_else(|| bytes.strip_suffix(b"\n"))
         .unwrap_or(bytes);
+    let invalid = |message: &str| KeyError::Invalid {
+        file: file.to_path_buf(),
+        message: message.into(),
+    };
     if secret.is_empty() {
-        return Err(KeyError::Invalid {
-            file: file.to_path_buf(),
-            message: "the HMAC secret is empty".into(),
-        });
+        return Err(invalid("the HMAC secret is empty"));
+    }
+    // A public key used as an HMAC secret lets anyone who has the public key forge tokens
+    // (the classic algorithm confusion): refuse anything that looks like key material.
+    let text = String::from_utf8_lossy(secret);
+    let text = text.trim_start();
+    if text.starts_with("-----BEGIN") {
+        return Err(invalid(
+            "holds a PEM key, not an HMAC secret; put the raw shared secret here",
+        ));
+    }
+    if text.starts_with('{')
+        && serde_json::from_str::<Value>(text)
+            .is_ok_and(|v| v.get("kty").is_some() || v.get("keys").is_some())
+    {
+        return Err(invalid(
+            "holds a JWK or JWK Set, not an HMAC secret; put the raw shared secret here",
+        ));
     }
     Ok(Key {
         kid: None,

@@ -32,6 +32,21 @@ const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 const MIN_MAX_AGE: Duration = Duration::from_secs(30);
 const MAX_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
+/// Longest a Check waits for an unknown-kid refetch, below the bundled Envoy configs'
+/// 0.5 s ext_authz timeout.
+const UNKNOWN_KID_WAIT: Duration = Duration::from_millis(400);
+
+/// What an unknown-kid refetch came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refetched {
+    /// A fetch that started after the trigger completed: decide again.
+    Done,
+    /// A refetch ran less than `min_refetch_interval` ago: the kid stays unknown.
+    RateLimited,
+    /// The fetch did not finish in time: the key may exist, veto cannot tell.
+    TimedOut,
+}
+
 /// First retry after a failed fetch; it doubles up to the refresh interval.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
@@ -61,6 +76,9 @@ pub struct Refetch {
     wake: Notify,
     /// Numbers fetch attempts as they start...
     started: AtomicU64,
+    /// The `started` count when the last refetch was triggered: the fetch that answers it
+    /// is the next one to complete after that.
+    triggered_after: AtomicU64,
     /// ...and publishes the number of the last one to complete, so a Check waits for a
     /// fetch that started after its trigger, not one already in flight with the old keys.
     completed: watch::Sender<u64>,
@@ -70,40 +88,51 @@ impl Refetch {
     pub fn new(remote: &RemoteKeys) -> Refetch {
         Refetch {
             min_interval: remote.min_refetch_interval,
-            // A fetch in flight may have to finish first, and discovery is two requests,
-            // each bounded by fetch_timeout.
-            wait: remote.fetch_timeout * 4 + Duration::from_millis(500),
+            // Envoy stops waiting for a Check after its own timeout (0.5 s in our configs);
+            // answering UNAVAILABLE just before is better than an answer nobody reads.
+            wait: remote.fetch_timeout.min(UNKNOWN_KID_WAIT),
             epoch: Instant::now(),
             last_trigger_ms: AtomicU64::new(0),
             wake: Notify::new(),
             started: AtomicU64::new(0),
+            triggered_after: AtomicU64::new(0),
             completed: watch::Sender::new(0),
         }
     }
 
     /// A token's `kid` was unknown: fetch now, unless a refetch was triggered less than
-    /// `min_interval` ago. True when a fetch completed in time (decide again), false when
-    /// rate-limited or timed out.
-    pub async fn unknown_kid(&self) -> bool {
+    /// `min_interval` ago, and wait (briefly) for a fetch that started after the trigger.
+    /// Checks that arrive while a triggered fetch is still pending wait for it too, rather
+    /// than being denied while the new key is on its way.
+    pub async fn unknown_kid(&self) -> Refetched {
         let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
-        let last = self.last_trigger_ms.load(Ordering::Relaxed);
+        let last = self.last_trigger_ms.load(Ordering::Acquire);
         let min_ms = u64::try_from(self.min_interval.as_millis()).unwrap_or(u64::MAX);
-        if last != 0 && now_ms.saturating_sub(last) < min_ms {
-            return false;
-        }
-        // Only one of several concurrent triggers wins; the others wait for the same fetch.
-        let won = self
-            .last_trigger_ms
-            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok();
         let mut completed = self.completed.subscribe();
-        let in_flight_or_done = self.started.load(Ordering::Acquire);
-        if won {
-            self.wake.notify_one();
+        let target = if last != 0 && now_ms.saturating_sub(last) < min_ms {
+            let pending = self.triggered_after.load(Ordering::Acquire);
+            if *completed.borrow_and_update() > pending {
+                return Refetched::RateLimited;
+            }
+            pending
+        } else {
+            // Only one of several concurrent triggers wakes the fetcher; all of them wait for
+            // a fetch that starts after this moment.
+            let target = self.started.load(Ordering::Acquire);
+            if self
+                .last_trigger_ms
+                .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.triggered_after.store(target, Ordering::Release);
+                self.wake.notify_one();
+            }
+            target
+        };
+        match tokio::time::timeout(self.wait, completed.wait_for(|n| *n > target)).await {
+            Ok(Ok(_)) => Refetched::Done,
+            _ => Refetched::TimedOut,
         }
-        tokio::time::timeout(self.wait, completed.wait_for(|n| *n > in_flight_or_done))
-            .await
-            .is_ok_and(|r| r.is_ok())
     }
 }
 

@@ -303,3 +303,18 @@ fn failed_verifications_are_not_cached() {
     }
     assert_eq!(v.cache.len(), 0);
 }
+
+#[test]
+fn an_hmac_secret_file_holding_a_public_key_is_refused() {
+    let pem = std::fs::read(fixture("rsa-public.pem")).unwrap();
+    assert!(jwks::hmac_key(&pem, Path::new("hs.key")).is_err());
+    let jwks_doc = std::fs::read(fixture("jwks.json")).unwrap();
+    assert!(jwks::hmac_key(&jwks_doc, Path::new("hs.key")).is_err());
+    assert!(
+        jwks::hmac_key(
+            b"a real shared secret of some length\n",
+            Path::new("hs.key")
+        )
+        .is_ok()
+    );
+}

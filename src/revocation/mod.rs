@@ -10,7 +10,7 @@ pub mod parse;
 mod table;
 pub mod token_hash;
 
-pub use table::RuleTable;
+pub use table::{RuleTable, claim_text};
 
 use std::fmt;
 use std::sync::Arc;

@@ -447,6 +447,12 @@ impl RawRule {
                 ),
             );
         }
+        if let Some(Scalar::Str(name)) = &self.claim
+            && name.contains('=')
+        {
+            // The rule's id is `claim:C=V`; a `=` in C would make it ambiguous.
+            err("claim", "a claim name cannot contain `=`".into());
+        }
         if self.claim.is_some() != self.value.is_some() {
             let missing = if self.claim.is_some() {
                 "value"
@@ -553,8 +559,10 @@ fn timestamp(v: &Scalar, now_ms: Option<i64>) -> Result<UnixTime, String> {
                 "{EXPECTED} (\"now\" is accepted only by the admin API)"
             )),
         },
+        // A fractional second rounds up: a cutoff at 33.9 still revokes a token of second 33,
+        // and an expiry at 33.9 still applies during second 33.
         Scalar::Str(s) => OffsetDateTime::parse(s, &Rfc3339)
-            .map(OffsetDateTime::unix_timestamp)
+            .map(|t| t.unix_timestamp() + i64::from(t.nanosecond() != 0))
             .or_else(|_| s.parse::<i64>())
             .map_err(|_| EXPECTED.to_string()),
         Scalar::Other(_) => Err(EXPECTED.to_string()),
@@ -667,6 +675,24 @@ mod tests {
             .validate("rule", Origin::Api { now_ms: 1_000_000 })
             .unwrap();
         assert_eq!(on_the_second.scope.issued_before(), Some(1000));
+    }
+
+    #[test]
+    fn a_claim_name_with_an_equals_sign_is_refused() {
+        let e = errors(r#"{"rules":[{"claim":"a=b","value":"c"}]}"#);
+        assert!(e[0].starts_with("rules[0].claim:"), "{e:?}");
+    }
+
+    #[test]
+    fn fractional_seconds_round_up() {
+        assert_eq!(
+            timestamp(&Scalar::Str("1970-01-01T00:00:33.900Z".into()), None),
+            Ok(34)
+        );
+        assert_eq!(
+            timestamp(&Scalar::Str("1970-01-01T00:00:33Z".into()), None),
+            Ok(33)
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - the hash index holds 4-byte entry numbers, so its buckets are small;
 //! - issuers and reasons, which repeat, are interned once per table.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -574,22 +575,21 @@ fn take(scopes: &mut Vec<Packed>, iss: u32) -> bool {
 
 /// The string forms a claim can be matched by: a string as is, a number or boolean as its
 /// JSON text, and each such element of an array (SPEC §3: "or C is an array containing V").
-fn claim_values(claim: &Value) -> Box<dyn Iterator<Item = std::borrow::Cow<'_, str>> + '_> {
-    fn scalar(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
-        match v {
-            Value::String(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
-            Value::Number(n) => Some(std::borrow::Cow::Owned(n.to_string())),
-            Value::Bool(b) => Some(std::borrow::Cow::Borrowed(if *b {
-                "true"
-            } else {
-                "false"
-            })),
-            _ => None,
-        }
-    }
+fn claim_values(claim: &Value) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
     match claim {
-        Value::Array(items) => Box::new(items.iter().filter_map(scalar)),
-        other => Box::new(scalar(other).into_iter()),
+        Value::Array(items) => Box::new(items.iter().filter_map(claim_text)),
+        other => Box::new(claim_text(other).into_iter()),
+    }
+}
+
+/// A scalar claim as the text a rule names it by: a string as is, a number or boolean as
+/// its JSON text (so `sub: 12345` matches the rule `sub: 12345`); other JSON has none.
+pub fn claim_text(v: &Value) -> Option<Cow<'_, str>> {
+    match v {
+        Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        _ => None,
     }
 }
 
