@@ -198,11 +198,28 @@ async fn every_rules_endpoint_answers_with_the_documented_status_codes() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"].as_str().unwrap().contains("colour"));
 
-    // Over 1 MiB is 413.
+    // Over 1 MiB is 413 with a JSON error; without the token it is 401 first.
     let huge = json!({"rules": [{"sub": "x".repeat(1_100_000)}]});
+    let (status, body) = admin.post("/v1/rules", huge.clone()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(body["error"].is_string(), "{body}");
     assert_eq!(
-        admin.post("/v1/rules", huge).await.0,
-        StatusCode::PAYLOAD_TOO_LARGE
+        admin.with_token(None).post("/v1/rules", huge).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A rule that could never match is refused: an issuer veto does not know, or an expiry
+    // already past.
+    let (status, body) = admin
+        .post(
+            "/v1/rules",
+            json!({"sub": "x", "iss": "https://issuer.tset"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().starts_with("iss:"),
+        "{body}"
     );
 
     // Delete: 204, then 404; a file rule is 409.

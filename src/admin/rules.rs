@@ -7,18 +7,21 @@
 //! what (rule ids), and the result.
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::auth::Caller;
-use super::{AdminState, ApiError};
+use super::{AdminState, ApiError, MAX_BODY_BYTES};
 use crate::decision::Decision;
 use crate::revocation::parse::{Origin, RawRule, Scalar};
 use crate::revocation::{Rule, Selector, Snapshot, Source, parse_id};
 use crate::state::{DeleteOutcome, unix_now};
+
+/// Size of the pieces a rule listing is sent in.
+const LIST_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Whether an endpoint changes rules (403 without a configured token) or only reads them.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -52,8 +55,30 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
+/// Reads a JSON body of at most 1 MiB. Called after the caller is authorized, so an
+/// unauthenticated client gets its 401 without veto reading what it sent.
+async fn json_body(body: Body) -> Result<Value, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            let too_large =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(|e| e.to_string().contains("length limit exceeded"));
+            if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body: {e}"),
+                )
+            }
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("the body is not JSON: {e}"),
@@ -82,11 +107,12 @@ fn rule_view(rule: &Rule, source: Source) -> Value {
 pub async fn push(
     State(s): State<AdminState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let who = authorize(&s, &headers, Access::Write)?;
-    let body = json_body(&body)?;
-    let rules = rules_from_body(&body, now_ms(), s.max_token_lifetime).map_err(|errors| {
+    let body = json_body(body).await?;
+    let known = |iss: &str| s.authz.verifier.issuer(iss).is_some();
+    let rules = rules_from_body(&body, now_ms(), s.max_token_lifetime, &known).map_err(|errors| {
         tracing::info!(target: "veto::audit", who, action = "push", result = "invalid", error = %errors.join("; "), "push rejected");
         invalid(errors)
     })?;
@@ -135,6 +161,7 @@ fn rules_from_body(
     body: &Value,
     now_ms: i64,
     max_token_lifetime: Option<i64>,
+    known_issuer: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<Rule>, Vec<String>> {
     let Some(obj) = body.as_object() else {
         return Err(vec![
@@ -175,13 +202,20 @@ fn rules_from_body(
             {
                 raw.ttl_seconds = Some(Scalar::Int(ttl));
             }
-            match raw.validate(&format!("rules[{i}]"), origin) {
+            let path = format!("rules[{i}]");
+            match raw
+                .validate(&path, origin)
+                .and_then(|r| can_match(r, &path, now_ms, known_issuer))
+            {
                 Ok(rule) => out.push(rule),
                 Err(e) => errors.extend(e),
             }
         }
     } else {
-        match raw_rule(body).validate("", origin) {
+        match raw_rule(body)
+            .validate("", origin)
+            .and_then(|r| can_match(r, "", now_ms, known_issuer))
+        {
             Ok(rule) => out.push(rule),
             Err(e) => errors.extend(e),
         }
@@ -205,6 +239,45 @@ fn rules_from_body(
         }
     }
     Ok(out)
+}
+
+/// A pushed rule that could never match anything is a mistake to report, not to store: an
+/// `iss` no issuer has (a typo would leave the token it was meant for allowed), or an
+/// `expires_at` already past.
+fn can_match(
+    rule: Rule,
+    path: &str,
+    now_ms: i64,
+    known_issuer: &dyn Fn(&str) -> bool,
+) -> Result<Rule, Vec<String>> {
+    let at = |field: &str| {
+        if path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        }
+    };
+    let mut errors = Vec::new();
+    if let Some(iss) = rule.scope.iss.as_deref()
+        && !known_issuer(iss)
+    {
+        errors.push(format!(
+            "{}: `{iss}` is not a configured issuer, so the rule could never match",
+            at("iss")
+        ));
+    }
+    if rule
+        .scope
+        .expires_at()
+        .is_some_and(|t| t <= now_ms.div_euclid(1000))
+    {
+        errors.push(format!("{}: already in the past", at("expires_at")));
+    }
+    if errors.is_empty() {
+        Ok(rule)
+    } else {
+        Err(errors)
+    }
 }
 
 /// A JSON value as a raw rule; anything that is not an object becomes a rule that fails
@@ -239,16 +312,39 @@ pub async fn list(
         }
     };
     let snapshot = s.state.reader().load_full();
-    let mut rules = Vec::new();
-    for (source, table) in [
-        (Source::File, &snapshot.file),
-        (Source::Pushed, &snapshot.pushed),
-    ] {
-        if wanted.is_none_or(|w| w == source) {
-            rules.extend(table.rules().map(|r| rule_view(&r, source)));
+    // A snapshot may hold a million rules: the listing is written in chunks as the client
+    // reads it, never built whole in memory.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut buf = format!(r#"{{"version":{},"rules":["#, snapshot.version).into_bytes();
+        let mut first = true;
+        for (source, table) in [
+            (Source::File, &snapshot.file),
+            (Source::Pushed, &snapshot.pushed),
+        ] {
+            if wanted.is_some_and(|w| w != source) {
+                continue;
+            }
+            for rule in table.rules() {
+                if !first {
+                    buf.push(b',');
+                }
+                first = false;
+                // Writing a Value into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut buf, &rule_view(&rule, source));
+                if buf.len() >= LIST_CHUNK_BYTES {
+                    let chunk = Bytes::from(std::mem::take(&mut buf));
+                    if tx.blocking_send(Ok(chunk)).is_err() {
+                        return; // the client went away
+                    }
+                }
+            }
         }
-    }
-    Ok(Json(json!({ "version": snapshot.version, "rules": rules })).into_response())
+        buf.extend_from_slice(b"]}");
+        let _ = tx.blocking_send(Ok(Bytes::from(buf)));
+    });
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// The rule an id names in this snapshot, and its layer.
@@ -324,10 +420,10 @@ pub async fn delete(
 pub async fn explain(
     State(s): State<AdminState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&s, &headers, Access::Read)?;
-    let body = json_body(&body)?;
+    let body = json_body(body).await?;
     let Some(token) = body.get("token").and_then(Value::as_str) else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -362,10 +458,10 @@ pub async fn explain(
 pub async fn blacklist_session(
     State(s): State<AdminState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let who = authorize(&s, &headers, Access::Write)?;
-    let body = json_body(&body)?;
+    let body = json_body(body).await?;
     let mut errors = Vec::new();
     let session = match body.get("sessionId") {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
@@ -436,13 +532,21 @@ mod tests {
     #[test]
     fn a_batch_ttl_applies_to_rules_without_their_own_expiry() {
         let rules = rules_from_body(
-            &json!({"rules": [{"sub": "a"}, {"sub": "b", "ttl_seconds": 5}, {"sub": "c", "expires_at": 1}], "ttl_seconds": 60}),
+            &json!({"rules": [{"sub": "a"}, {"sub": "b", "ttl_seconds": 5}, {"sub": "c", "expires_at": 1_900_000_000}], "ttl_seconds": 60}),
             NOW_MS,
             None,
+            &|_| true,
         )
         .unwrap();
         let exp: Vec<_> = rules.iter().map(|r| r.scope.expires_at()).collect();
-        assert_eq!(exp, vec![Some(1_800_000_060), Some(1_800_000_005), Some(1)]);
+        assert_eq!(
+            exp,
+            vec![
+                Some(1_800_000_060),
+                Some(1_800_000_005),
+                Some(1_900_000_000)
+            ]
+        );
     }
 
     #[test]
@@ -451,16 +555,41 @@ mod tests {
             &json!({"rules": [{"sub": "a"}, {"sub": "b", "issued_before": "soon"}]}),
             NOW_MS,
             None,
+            &|_| true,
         )
         .unwrap_err();
         assert_eq!(
             e,
             vec!["rules[1].issued_before: not an RFC 3339 time or Unix seconds"]
         );
-        let e = rules_from_body(&json!({"session": ""}), NOW_MS, None).unwrap_err();
+        let e = rules_from_body(&json!({"session": ""}), NOW_MS, None, &|_| true).unwrap_err();
         assert_eq!(e, vec!["session: must not be empty"]);
-        assert!(rules_from_body(&json!({"rules": []}), NOW_MS, None).is_err());
-        assert!(rules_from_body(&json!([1]), NOW_MS, None).is_err());
+        assert!(rules_from_body(&json!({"rules": []}), NOW_MS, None, &|_| true).is_err());
+        assert!(rules_from_body(&json!([1]), NOW_MS, None, &|_| true).is_err());
+    }
+
+    #[test]
+    fn a_pushed_rule_that_could_never_match_is_refused() {
+        let known = |iss: &str| iss == "https://auth";
+        let e = rules_from_body(
+            &json!({"rules": [{"sub": "a", "iss": "https://auht"}, {"sub": "b", "expires_at": 5}]}),
+            NOW_MS,
+            None,
+            &known,
+        )
+        .unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("rules[0].iss:"));
+        assert!(e[1].starts_with("rules[1].expires_at:"));
+        assert!(
+            rules_from_body(
+                &json!({"sub": "a", "iss": "https://auth"}),
+                NOW_MS,
+                None,
+                &known
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -469,6 +598,7 @@ mod tests {
             &json!({"rules": [{"session": "s"}, {"sub": "u"}]}),
             NOW_MS,
             Some(3600),
+            &|_| true,
         )
         .unwrap();
         assert_eq!(rules[0].scope.expires_at(), Some(1_800_003_600));
