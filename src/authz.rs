@@ -59,20 +59,25 @@ pub struct Outcome {
     pub detail: String,
     pub iss: Option<String>,
     pub sub: Option<String>,
-    /// Hash prefix of the token, when there was one.
-    pub token_id: Option<String>,
+    /// SHA-256 of the token, when there was one; its prefix names the token in logs.
+    pub token_digest: Option<[u8; 32]>,
     /// The rule that revoked the token.
     pub rule: Option<String>,
 }
 
 impl Outcome {
+    /// The token's log handle (a hash prefix), formatted only when a line is written.
+    pub fn token_id(&self) -> Option<String> {
+        self.token_digest.as_ref().map(token_hash::hex_prefix)
+    }
+
     fn new(decision: Decision, detail: impl Into<String>) -> Outcome {
         Outcome {
             decision,
             detail: detail.into(),
             iss: None,
             sub: None,
-            token_id: None,
+            token_digest: None,
             rule: None,
         }
     }
@@ -107,7 +112,7 @@ impl Authz {
         // One digest serves the verification cache, `token_sha256` rules and the log.
         let digest = token_hash::sha256(token);
         let mut out = self.decide_digested(token, &digest, snapshot, now);
-        out.token_id = Some(token_hash::hex_prefix(&digest));
+        out.token_digest = Some(digest);
         out
     }
 
@@ -259,14 +264,14 @@ impl Authorization for CheckService {
                 detail = %out.detail,
                 iss = out.iss.as_deref().unwrap_or("-"),
                 sub = out.sub.as_deref().unwrap_or("-"),
-                token = out.token_id.as_deref().unwrap_or("-"),
+                token = out.token_id().as_deref().unwrap_or("-"),
                 rule = out.rule.as_deref().unwrap_or("-"),
                 "request denied"
             ),
             Decision::Unavailable(_) => tracing::warn!(
                 detail = %out.detail,
                 iss = out.iss.as_deref().unwrap_or("-"),
-                token = out.token_id.as_deref().unwrap_or("-"),
+                token = out.token_id().as_deref().unwrap_or("-"),
                 "check undecidable; answering UNAVAILABLE"
             ),
         }

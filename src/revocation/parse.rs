@@ -118,6 +118,10 @@ pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<RuleTable, RulesError> {
         ));
     }
     let mut collector = Collector::new(Origin::File);
+    // A session rule takes about 40 bytes of JSON; sizing the tables for that up front saves
+    // the repeated rehashing of a growing million-entry table (the table is shrunk to fit
+    // once complete).
+    collector.table = RuleTable::with_capacity(bytes.len() / 40);
     if yaml {
         let de = yaml_serde::Deserializer::from_slice(bytes);
         RulesDocument(&mut collector)

@@ -245,12 +245,19 @@ impl StrTable {
         })
     }
 
-    fn packed(&self) -> impl Iterator<Item = &Packed> {
-        self.first.iter().chain(self.more.values().flatten())
-    }
-
     fn is_empty(&self) -> bool {
         self.offsets.is_empty()
+    }
+
+    /// Room for `n` more keys of a typical length.
+    fn reserve(&mut self, n: usize) {
+        const TYPICAL_KEY_BYTES: usize = 24;
+        self.arena.reserve(n.saturating_mul(TYPICAL_KEY_BYTES + 4));
+        self.offsets.reserve(n);
+        self.first.reserve(n);
+        let (hasher, offsets, arena) = (&self.hasher, &self.offsets, &self.arena);
+        self.index
+            .reserve(n, |&e| hasher.hash_one(key_in(arena, offsets, e)));
     }
 
     /// Gives back the spare capacity of a finished table.
@@ -286,7 +293,7 @@ fn key_in<'a>(arena: &'a [u8], offsets: &[u64], entry: u32) -> &'a str {
 ///
 /// A key holds one scope per issuer it was written for (usually exactly one), because
 /// rules with the same id merge.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct RuleTable {
     strings: Interner,
     sessions: StrTable,
@@ -296,9 +303,39 @@ pub struct RuleTable {
     claims: HashMap<Box<str>, StrTable>,
     global: Vec<Packed>,
     len: usize,
+    /// The earliest `expires_at` and `issued_before` of any rule, kept up to date on insert,
+    /// so the expiry timer never scans a million rules. A merge or removal can leave them
+    /// earlier than the truth, which costs at most one needless prune (that rebuilds them
+    /// exactly), never a missed expiry.
+    min_expires_at: UnixTime,
+    min_issued_before: UnixTime,
+}
+
+impl Default for RuleTable {
+    fn default() -> RuleTable {
+        RuleTable {
+            strings: Interner::default(),
+            sessions: StrTable::default(),
+            subs: StrTable::default(),
+            hashes: HashMap::new(),
+            claims: HashMap::new(),
+            global: Vec::new(),
+            len: 0,
+            min_expires_at: UNBOUNDED,
+            min_issued_before: UNBOUNDED,
+        }
+    }
 }
 
 impl RuleTable {
+    /// An empty table sized for about `rules` session rules (the common bulk), so building a
+    /// large file does not rehash its tables over and over.
+    pub fn with_capacity(rules: usize) -> RuleTable {
+        let mut t = RuleTable::default();
+        t.sessions.reserve(rules);
+        t
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -341,6 +378,8 @@ impl RuleTable {
     /// Adds a rule, merging it with an existing rule of the same id.
     pub fn insert(&mut self, rule: Rule) {
         let packed = self.pack(&rule.scope);
+        self.min_expires_at = self.min_expires_at.min(packed.expires_at);
+        self.min_issued_before = self.min_issued_before.min(packed.issued_before);
         let added = match &rule.selector {
             Selector::Session(s) => self.sessions.insert(s, packed),
             Selector::Sub(s) => self.subs.insert(s, packed),
@@ -457,15 +496,6 @@ impl RuleTable {
             .chain(global)
     }
 
-    fn all_packed(&self) -> impl Iterator<Item = &Packed> {
-        self.sessions
-            .packed()
-            .chain(self.subs.packed())
-            .chain(self.claims.values().flat_map(StrTable::packed))
-            .chain(self.hashes.values().flatten())
-            .chain(self.global.iter())
-    }
-
     /// A copy without the rules that can no longer match anything at `now`: expired ones,
     /// and (with `max_token_lifetime`) cutoffs older than the longest-lived token.
     pub fn pruned(&self, now: UnixTime, max_token_lifetime: Option<UnixTime>) -> RuleTable {
@@ -501,9 +531,13 @@ impl RuleTable {
 
     /// The earliest instant a rule of this table stops applying, for the expiry timer.
     pub fn next_expiry(&self, max_token_lifetime: Option<UnixTime>) -> Option<UnixTime> {
-        self.all_packed()
-            .filter_map(|p| p.ends_at(max_token_lifetime))
-            .min()
+        Packed {
+            iss: 0,
+            reason: 0,
+            issued_before: self.min_issued_before,
+            expires_at: self.min_expires_at,
+        }
+        .ends_at(max_token_lifetime)
     }
 
     /// The first rule that revokes this token, if any.
