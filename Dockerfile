@@ -15,6 +15,9 @@ FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# Not compiled here, but Cargo.toml names these targets and cargo checks they exist.
+COPY tests ./tests
+COPY benches ./benches
 # --locked: exactly the dependency versions of Cargo.lock, or fail. The cache mounts keep
 # the crate registry and target/ between builds (BuildKit), so a code change recompiles
 # veto, not its dependencies; the binary is copied out because the mount is not in the layer.
