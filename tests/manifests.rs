@@ -877,3 +877,54 @@ fn tool(name: &str, hint: &str) -> PathBuf {
             )
         })
 }
+
+/// The image is built from the files `.dockerignore` lets through. Cargo reads every target
+/// the manifest names (tests, benches) even for `cargo build --release`, so a context
+/// without them fails the build: check that the allow-listed context is a valid package.
+#[test]
+fn the_docker_build_context_holds_everything_cargo_needs_to_read_the_manifest() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let context = tempfile::tempdir().expect("a temp dir for the build context");
+    let ignore = fs::read_to_string(root.join(".dockerignore")).expect("read .dockerignore");
+    for allowed in ignore.lines().filter_map(|l| l.trim().strip_prefix('!')) {
+        copy_tree(&root.join(allowed), &context.path().join(allowed));
+    }
+    let dockerfile = fs::read_to_string(root.join("Dockerfile")).expect("read Dockerfile");
+    let copy_lines: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+        .collect();
+    for copied in ["Cargo.toml", "Cargo.lock", "src", "tests", "benches"] {
+        assert!(
+            copy_lines
+                .iter()
+                .any(|l| l.split_whitespace().any(|w| w == copied)),
+            "the Dockerfile copies {copied} into the build stage"
+        );
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--locked",
+            "--offline",
+        ])
+        .current_dir(context.path());
+    run_command(command).assert_exit(0);
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        fs::create_dir_all(to).expect("create a directory in the context");
+        for entry in fs::read_dir(from).expect("read a directory of the repository") {
+            let entry = entry.expect("a directory entry");
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else if from.is_file() {
+        fs::copy(from, to).expect("copy a file into the context");
+    }
+}
