@@ -5,26 +5,13 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 use crate::common::{
-    AppSaw, EchoUpstream, Envoy, Pod, SUBJECT, Token, VetoDir, assert_denied,
+    AppSaw, EchoUpstream, Envoy, Pod, SIDECAR_CONFIG, SUBJECT, Token, VetoDir, assert_denied,
     assert_denied_as_missing_token, denial_reason, free_loopback_addr, http_client, now,
     other_rsa_key, rsa_public_pem,
 };
 
-/// One issuer with the fixture JWKS and HMAC secret, a rules file, and `sub` forwarded as
-/// `x-jwt-sub`: the setup every test here shares. Paths are relative to the config's dir.
-const CONFIG: &str = r#"
-grpc: {listen: $GRPC_LISTEN}
-admin: {listen: $ADMIN_LISTEN}
-issuers:
-  - issuer: https://issuer.test
-    audiences: [orders-api]
-    jwks_file: jwks.json
-    hmac_secret_file: hs256.key
-revocation:
-  file: rules/rules.json
-forward:
-  claims_to_headers: {sub: x-jwt-sub}
-"#;
+/// The standard sidecar config (see `common::SIDECAR_CONFIG`).
+const CONFIG: &str = SIDECAR_CONFIG;
 
 /// A pod whose veto has the fixture keys and `rules` as its rules file.
 async fn pod_with_rules(rules: Value) -> Pod {

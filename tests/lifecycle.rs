@@ -21,25 +21,13 @@ use tonic::codegen::{Bytes, Service, http};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::common::{
-    AppSaw, EchoUpstream, Envoy, Pod, Run, SUBJECT, Token, VetoDir, assert_denied_as_missing_token,
-    check_allowed, free_loopback_addr, headers_request, http_client, metric_value, poll_until,
-    run_command, veto_command,
+    AppSaw, EchoUpstream, Envoy, Pod, Run, SIDECAR_CONFIG, SUBJECT, Token, VetoDir,
+    assert_denied_as_missing_token, check_allowed, free_loopback_addr, headers_request,
+    http_client, metric_value, poll_until, run_command, veto_command,
 };
 
-/// One issuer with the fixture keys and a rules file, `sub` forwarded: a complete sidecar.
-const CONFIG: &str = r#"
-grpc: {listen: $GRPC_LISTEN}
-admin: {listen: $ADMIN_LISTEN}
-issuers:
-  - issuer: https://issuer.test
-    audiences: [orders-api]
-    jwks_file: jwks.json
-    hmac_secret_file: hs256.key
-revocation:
-  file: rules/rules.json
-forward:
-  claims_to_headers: {sub: x-jwt-sub}
-"#;
+/// The standard sidecar config (see `common::SIDECAR_CONFIG`).
+const CONFIG: &str = SIDECAR_CONFIG;
 
 /// Two rules, so `veto_rules{source="file"}` has something to count.
 const RULES: &str = r#"{"rules": [{"sub": "mallory"}, {"session": "stolen-session"}]}"#;

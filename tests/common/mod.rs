@@ -47,6 +47,23 @@ pub use veto::{Veto, VetoDir, metric_value};
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
+/// One issuer (`https://issuer.test`) with the fixture JWKS and HMAC secret (see
+/// [`VetoDir::with_fixture_keys`]), `rules/rules.json` as the rules file, and `sub`
+/// forwarded as `x-jwt-sub`: a complete sidecar. Paths are relative to the config's dir.
+pub const SIDECAR_CONFIG: &str = r#"
+grpc: {listen: $GRPC_LISTEN}
+admin: {listen: $ADMIN_LISTEN}
+issuers:
+  - issuer: https://issuer.test
+    audiences: [orders-api]
+    jwks_file: jwks.json
+    hmac_secret_file: hs256.key
+revocation:
+  file: rules/rules.json
+forward:
+  claims_to_headers: {sub: x-jwt-sub}
+"#;
+
 /// How often [`poll_until`] looks again: short enough that tests wait little past the
 /// moment the condition holds, long enough not to busy-spin on two cores.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
