@@ -203,9 +203,18 @@ async fn every_rules_endpoint_answers_with_the_documented_status_codes() {
     let (status, body) = admin.post("/v1/rules", huge.clone()).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(body["error"].is_string(), "{body}");
-    assert_eq!(
-        admin.with_token(None).post("/v1/rules", huge).await.0,
-        StatusCode::UNAUTHORIZED
+    // veto answers before reading the body, and may close the connection while the client
+    // is still sending it: either way nothing of it is accepted.
+    let refused = http_client()
+        .post(veto.admin_url("/v1/rules"))
+        .json(&huge)
+        .send()
+        .await;
+    assert!(
+        refused
+            .as_ref()
+            .map_or(true, |r| r.status() == StatusCode::UNAUTHORIZED),
+        "{refused:?}"
     );
 
     // A rule that could never match is refused: an issuer veto does not know, or an expiry
