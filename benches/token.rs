@@ -3,8 +3,9 @@
 //!
 //! `cargo bench --bench token`
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use envoy_types::ext_authz::v3::pb::{CheckRequest, HeaderValue};
@@ -75,10 +76,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = common::criterion();
     targets = bench
 }
 criterion_main!(benches);
