@@ -18,5 +18,6 @@ mod decisions;
 mod grpc;
 mod lifecycle;
 mod manifests;
+mod readme;
 mod reload;
 mod remote_keys;

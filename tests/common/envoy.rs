@@ -139,7 +139,7 @@ fn port(template_port: u16, port: u16) -> (String, String) {
 /// The Envoy binary: the project's `.venv/bin/envoy` (where the README's test command
 /// installs it), else `envoy` on PATH. Never skips: a decision test that silently did not
 /// run would pass while proving nothing.
-fn envoy_binary() -> PathBuf {
+pub fn envoy_binary() -> PathBuf {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/envoy");
     if venv.is_file() {
         return venv;

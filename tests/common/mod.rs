@@ -29,7 +29,7 @@ mod upstream;
 mod veto;
 
 pub use cli::{Run, run_command, run_veto, veto_command};
-pub use envoy::Envoy;
+pub use envoy::{Envoy, envoy_binary};
 pub use grpc::{
     GRPC_OK, assert_check_denied, check, check_allowed, check_client, check_denial_reason,
     check_outcome, header_values, headers_request, health_client, raw_headers_request,
