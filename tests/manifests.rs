@@ -903,13 +903,31 @@ fn the_docker_build_context_holds_everything_cargo_needs_to_read_the_manifest() 
         );
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let host = host_triple(&cargo);
     let mut command = Command::new(cargo);
     command
         // `fetch` resolves the whole manifest, targets included, as `build` does, but
-        // compiles nothing (`metadata` does not check the target files).
-        .args(["fetch", "--locked", "--offline"])
+        // compiles nothing (`metadata` does not check the target files). Offline, so the
+        // test needs no second download; for the host only, because without `--target`
+        // it wants every crate of Cargo.lock, including those of other platforms
+        // (`valuable`, ...), which the build of these tests never downloaded: a fresh
+        // machine has exactly what the host build needs.
+        .args(["fetch", "--locked", "--offline", "--target", &host])
         .current_dir(context.path());
     run_command(command).assert_exit(0);
+}
+
+/// The platform `cargo` builds for by default (the `host:` line of `cargo -vV`).
+fn host_triple(cargo: &OsStr) -> String {
+    let mut command = Command::new(cargo);
+    command.arg("-vV");
+    let run = run_command(command);
+    run.success()
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap_or_else(|| panic!("`cargo -vV` names no host:\n{}", run.output()))
+        .trim()
+        .to_owned()
 }
 
 fn copy_tree(from: &Path, to: &Path) {
