@@ -63,7 +63,7 @@ fn the_istio_variant_passes_the_schemas_and_only_istio_kinds_go_unchecked() {
 
 #[test]
 fn the_veto_config_and_rules_in_the_configmaps_pass_check_config_and_check_rules() {
-    for rendered in [base(), istio()] {
+    for rendered in [base(), istio(), existing()] {
         let dir = tempfile::Builder::new()
             .prefix("veto-pod-")
             .tempdir()
@@ -87,8 +87,12 @@ fn the_veto_config_and_rules_in_the_configmaps_pass_check_config_and_check_rules
 
 #[test]
 fn the_envoy_config_in_its_configmap_passes_envoy_validate() {
-    let text = base().envoy_config();
+    for rendered in [base(), existing()] {
+        envoy_validates(&rendered.envoy_config());
+    }
+}
 
+fn envoy_validates(text: &str) {
     let dir = tempfile::Builder::new()
         .prefix("envoy-configmap-")
         .tempdir()
@@ -111,27 +115,37 @@ fn the_envoy_config_in_its_configmap_passes_envoy_validate() {
 
 #[test]
 fn the_pods_envoy_config_is_the_tested_envoy_yaml_with_the_listener_on_the_pod_ip() {
-    let in_pod: Value = yaml_serde::from_str(&base().envoy_config())
-        .expect("the Envoy config in its ConfigMap is YAML");
+    for rendered in [base(), existing()] {
+        let in_pod: Value = yaml_serde::from_str(&rendered.envoy_config())
+            .expect("the Envoy config in its ConfigMap is YAML");
+        assert!(
+            in_pod == tested_envoy_on_the_pod_ip(),
+            "{}: the pod's Envoy config drifted from envoy/envoy.yaml (the config the \
+             integration tests run): keep them equal except for the listener address",
+            rendered.dir
+        );
+    }
+}
 
+/// envoy/envoy.yaml, with the one intended difference of a pod's copy: the listener is
+/// reached on the pod IP.
+fn tested_envoy_on_the_pod_ip() -> Value {
     let mut tested = read_yaml(&repo().join("envoy/envoy.yaml"));
     let listener_address =
         &mut tested["static_resources"]["listeners"][0]["address"]["socket_address"]["address"];
     assert_eq!(listener_address.as_str(), Some("127.0.0.1"));
-    // The one intended difference: the pod's listener is reached on the pod IP.
     *listener_address = Value::String("0.0.0.0".into());
-
-    assert!(
-        in_pod == tested,
-        "k8s/base/envoy/envoy.yaml drifted from envoy/envoy.yaml (the config the integration \
-         tests run): keep them equal except for the listener address"
-    );
+    tested
 }
 
 #[test]
 fn every_ext_authz_filter_fails_closed_with_503_and_a_short_timeout() {
     let configs = [
         ("the Envoy ConfigMap".to_owned(), base().envoy_config()),
+        (
+            "the Envoy ConfigMap of the existing-deployment example".to_owned(),
+            existing().envoy_config(),
+        ),
         (
             "envoy/envoy.yaml".to_owned(),
             read(&repo().join("envoy/envoy.yaml")),
@@ -173,7 +187,7 @@ fn every_ext_authz_filter_fails_closed_with_503_and_a_short_timeout() {
 
 #[test]
 fn veto_is_a_native_sidecar_that_must_be_ready_before_envoy_and_the_app_start() {
-    for rendered in [base(), istio()] {
+    for rendered in [base(), istio(), existing()] {
         let pod = rendered.pod();
         let veto = rendered.container("veto");
         let is_init = sequence(&pod["initContainers"])
@@ -194,18 +208,26 @@ fn veto_is_a_native_sidecar_that_must_be_ready_before_envoy_and_the_app_start() 
             rendered.dir
         );
     }
-    let envoy_is_regular = sequence(&base().pod()["containers"])
-        .iter()
-        .any(|c| c["name"].as_str() == Some("envoy"));
-    assert!(
-        envoy_is_regular,
-        "Envoy is a regular container, started after veto"
-    );
+    for rendered in [base(), existing()] {
+        let envoy_is_regular = sequence(&rendered.pod()["containers"])
+            .iter()
+            .any(|c| c["name"].as_str() == Some(rendered.names.serving));
+        assert!(
+            envoy_is_regular,
+            "{}: Envoy is a regular container, started after veto",
+            rendered.dir
+        );
+    }
 }
 
 #[test]
 fn the_kubelet_probes_the_admin_listener_while_check_stays_on_loopback() {
-    let rendered = base();
+    for rendered in [base(), existing()] {
+        the_kubelet_probes_the_admin_listener_of(rendered);
+    }
+}
+
+fn the_kubelet_probes_the_admin_listener_of(rendered: &Rendered) {
     let veto = rendered.container("veto");
     let config = rendered.veto_config();
 
@@ -244,7 +266,7 @@ fn the_kubelet_probes_the_admin_listener_while_check_stays_on_loopback() {
 
 #[test]
 fn the_rules_and_keys_are_mounted_as_directories_that_update_in_place() {
-    for rendered in [base(), istio()] {
+    for rendered in [base(), istio(), existing()] {
         let pod = rendered.pod();
         for container in all_containers(pod) {
             for mount in sequence(&container["volumeMounts"]) {
@@ -273,8 +295,8 @@ fn the_rules_and_keys_are_mounted_as_directories_that_update_in_place() {
                     .flatten(),
             );
         }
-        // The Deployment as written, before kustomize renames generated ConfigMaps.
-        let written = read_yaml(&repo().join("k8s/base/deployment.yaml"));
+        // The volumes as written, before kustomize renames generated ConfigMaps.
+        let written = read_yaml(&repo().join(rendered.names.volumes_written_in));
         for file in hot_files {
             let (mount, volume) = rendered.volume_for(veto, file);
             let source_name = |v: &Value| {
@@ -351,17 +373,24 @@ fn every_container_runs_non_root_read_only_and_without_capabilities() {
 
 #[test]
 fn the_base_ships_no_admin_token() {
-    let secret = base().object("Secret", "veto-admin-token");
-    assert!(
-        secret["data"].is_null() && secret["stringData"].is_null(),
-        "a token in the repository is a token everybody has: the operator creates it"
-    );
+    for (rendered, name) in [
+        (base(), "veto-admin-token"),
+        (existing(), "orders-veto-admin-token"),
+    ] {
+        let secret = rendered.object("Secret", name);
+        assert!(
+            secret["data"].is_null() && secret["stringData"].is_null(),
+            "{}: a token in the repository is a token everybody has: the operator creates it",
+            rendered.dir
+        );
+    }
 }
 
 #[test]
 fn only_namespaces_allowed_to_revoke_reach_the_admin_port() {
-    for rendered in [base(), istio()] {
-        let policy = rendered.object("NetworkPolicy", "app");
+    for rendered in [base(), istio(), existing()] {
+        let names = &rendered.names;
+        let policy = rendered.object("NetworkPolicy", names.network_policy);
         let pod_labels = &rendered.deployment()["spec"]["template"]["metadata"]["labels"];
         for (key, value) in policy["spec"]["podSelector"]["matchLabels"]
             .as_mapping()
@@ -373,7 +402,7 @@ fn only_namespaces_allowed_to_revoke_reach_the_admin_port() {
             .iter()
             .filter_map(Value::as_str)
             .collect();
-        assert!(types.contains(&"Ingress"));
+        assert!(types.contains(&"Ingress"), "{}", rendered.dir);
 
         let veto = rendered.container("veto");
         let admin_port = veto["ports"][0]["name"].as_str().expect("named admin port");
@@ -402,30 +431,32 @@ fn only_namespaces_allowed_to_revoke_reach_the_admin_port() {
             } else {
                 assert_eq!(
                     ports.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
-                    [Some("http")],
-                    "{}: open to everyone is the app's port, nothing else",
+                    [Some(names.serving_port)],
+                    "{}: open to everyone is the Service's port, nothing else",
                     rendered.dir
                 );
             }
         }
         assert_eq!(admin_rules, 1, "{}", rendered.dir);
 
-        // The Service and the open rule lead to the port named `http`: Envoy's listener in
-        // the base, the app's port (behind istio-proxy) in the Istio variant.
-        let service = rendered.object("Service", "app");
+        // The Service and the open rule lead to the same port: Envoy's listener, or the
+        // app's port (behind istio-proxy) in the Istio variant.
+        let service = rendered.object("Service", names.deployment);
         assert_eq!(
             service["spec"]["ports"][0]["targetPort"].as_str(),
-            Some("http")
+            Some(names.serving_port),
+            "{}",
+            rendered.dir
         );
-        let serving = if rendered.dir == "k8s" {
-            "envoy"
-        } else {
-            "app"
-        };
-        let named_http = sequence(&rendered.container(serving)["ports"])
+        let serving = names.serving;
+        let named = sequence(&rendered.container(serving)["ports"])
             .iter()
-            .any(|p| p["name"].as_str() == Some("http"));
-        assert!(named_http, "{}: `http` is {serving}'s port", rendered.dir);
+            .any(|p| p["name"].as_str() == Some(names.serving_port));
+        assert!(
+            named,
+            "{}: `{}` is {serving}'s port",
+            rendered.dir, names.serving_port
+        );
     }
 }
 
@@ -528,45 +559,349 @@ fn the_istio_variant_asks_veto_in_the_pod_and_fails_closed() {
     );
 }
 
+// ---- veto added to a Deployment a team already has (k8s/components/veto-sidecar) ----
+
+#[test]
+fn the_existing_deployment_example_passes_the_kubernetes_schemas_strictly() {
+    let warnings = validate_schemas(existing());
+    assert!(warnings.is_empty(), "{}", warnings.join("\n"));
+}
+
+#[test]
+fn the_teams_deployment_gains_veto_and_envoy_and_keeps_its_own_containers_and_pod_settings() {
+    let rendered = existing();
+    let written = team_object("Deployment", "orders");
+    let deployment = rendered.deployment();
+    let pod = rendered.pod();
+
+    let containers = sequence(&pod["containers"]);
+    assert_eq!(
+        containers.first().and_then(|c| c["name"].as_str()),
+        Some("orders"),
+        "the team's container stays first, the default of `kubectl logs` and `exec`"
+    );
+    assert_eq!(
+        containers.last().and_then(|c| c["name"].as_str()),
+        Some(rendered.names.serving),
+        "Envoy is appended after the team's containers"
+    );
+    assert_eq!(
+        rendered.container("veto")["image"].as_str(),
+        Some("registry.example.com/veto:0.1.0"),
+        "the overlay's `images:` names the image the user built and pushed"
+    );
+
+    // Take out what veto added: what is left is the Deployment exactly as the team wrote it.
+    let added_volumes: Vec<Value> =
+        sequence(
+            &read_yaml(&repo().join(rendered.names.volumes_written_in))["spec"]["template"]["spec"]
+                ["volumes"],
+        )
+        .iter()
+        .map(|v| v["name"].clone())
+        .collect();
+    let mut without_veto = deployment.clone();
+    let spec = &mut without_veto["spec"]["template"]["spec"];
+    for (field, added) in [
+        ("initContainers", vec![Value::from("veto")]),
+        ("containers", vec![Value::from(rendered.names.serving)]),
+        ("volumes", added_volumes),
+    ] {
+        let items = spec[field]
+            .as_sequence_mut()
+            .unwrap_or_else(|| panic!("the pod has {field}"));
+        let before = items.len();
+        items.retain(|item| !added.contains(&item["name"]));
+        assert_eq!(before - items.len(), added.len(), "veto adds {added:?}");
+    }
+    remove_selection_annotation(&mut without_veto);
+    assert!(
+        without_veto == *written,
+        "the team's Deployment changed beyond veto's containers and volumes:\n{}",
+        yaml_serde::to_string(&without_veto).unwrap_or_default()
+    );
+}
+
+#[test]
+fn the_teams_service_now_leads_to_envoy_and_is_otherwise_unchanged() {
+    let rendered = existing();
+    let service = rendered.object("Service", "orders");
+    let target = service["spec"]["ports"][0]["targetPort"].as_str();
+    let envoy_port = rendered.container(rendered.names.serving)["ports"][0]["name"].as_str();
+    assert!(target.is_some() && target == envoy_port, "{service:?}");
+
+    let mut as_written = service.clone();
+    remove_selection_annotation(&mut as_written);
+    as_written["spec"]["ports"][0]["targetPort"] = Value::from("http");
+    assert!(
+        as_written == *team_object("Service", "orders"),
+        "only the targetPort changes: {service:?}"
+    );
+}
+
+#[test]
+fn the_example_runs_veto_and_envoy_non_root_and_read_only_without_the_teams_pod_settings() {
+    let rendered = existing();
+    assert!(
+        rendered.pod()["securityContext"]
+            == team_object("Deployment", "orders")["spec"]["template"]["spec"]["securityContext"],
+        "the pod's securityContext stays the team's"
+    );
+    for name in ["veto", rendered.names.serving] {
+        let security = &rendered.container(name)["securityContext"];
+        assert_eq!(security["runAsNonRoot"].as_bool(), Some(true), "{name}");
+        assert_eq!(security["runAsUser"].as_u64(), Some(65532), "{name}");
+        assert_eq!(
+            security["readOnlyRootFilesystem"].as_bool(),
+            Some(true),
+            "{name}"
+        );
+        assert_eq!(
+            security["allowPrivilegeEscalation"].as_bool(),
+            Some(false),
+            "{name}"
+        );
+        assert_eq!(
+            security["seccompProfile"]["type"].as_str(),
+            Some("RuntimeDefault"),
+            "{name}"
+        );
+        assert_eq!(
+            security["capabilities"]["drop"][0].as_str(),
+            Some("ALL"),
+            "{name}"
+        );
+    }
+}
+
+/// A user copies the example for a second app (`payments`) in the same namespace, where
+/// the base's `app` runs too: the three render together without two objects of one name.
+#[test]
+fn two_apps_with_veto_and_the_base_share_a_namespace_without_a_name_collision() {
+    let dir = tempfile::Builder::new()
+        .prefix("k8s-two-apps-")
+        .tempdir()
+        .expect("create a temp dir for the overlays");
+    let payments = dir.path().join("payments");
+    copy_tree(&repo().join(EXISTING), &payments);
+    // kustomize takes relative paths only.
+    let component = relative(&payments, &repo().join("k8s/components/veto-sidecar"));
+    for file in files_under(&payments) {
+        let text = read(&file)
+            .replace("orders", "payments")
+            .replace("../../components/veto-sidecar", &component);
+        fs::write(&file, text).expect("write the copied overlay");
+    }
+    fs::rename(payments.join("orders.yaml"), payments.join("payments.yaml"))
+        .expect("rename the team's manifests");
+    fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources:\n  - {}\n  - {}\n  - payments\n",
+            relative(dir.path(), &repo().join("k8s")),
+            relative(dir.path(), &repo().join(EXISTING)),
+        ),
+    )
+    .expect("write the namespace's kustomization");
+
+    let (_, objects) = kustomize(dir.path());
+    let mut seen = std::collections::BTreeSet::new();
+    for object in &objects {
+        let id = (
+            object["kind"].as_str().unwrap_or("?"),
+            object["metadata"]["name"].as_str().unwrap_or("?"),
+        );
+        assert!(seen.insert(id), "two objects named {id:?} in one namespace");
+    }
+    // Each app's pods mount their own app's veto objects.
+    for app in ["orders", "payments"] {
+        let deployment = objects
+            .iter()
+            .find(|o| {
+                o["kind"].as_str() == Some("Deployment")
+                    && o["metadata"]["name"].as_str() == Some(app)
+            })
+            .unwrap_or_else(|| panic!("no Deployment {app}"));
+        for volume in sequence(&deployment["spec"]["template"]["spec"]["volumes"]) {
+            let source = volume["configMap"]["name"]
+                .as_str()
+                .or(volume["secret"]["secretName"].as_str());
+            if let Some(source) = source {
+                assert!(
+                    source.starts_with(&format!("{app}-veto-")),
+                    "{app}: {source}"
+                );
+            }
+        }
+    }
+}
+
+/// An object of the team's own manifests (orders.yaml of the example), as written.
+fn team_object(kind: &str, name: &str) -> &'static Value {
+    static WRITTEN: OnceLock<Vec<Value>> = OnceLock::new();
+    let objects = WRITTEN.get_or_init(|| {
+        let text = read(&repo().join(EXISTING).join("orders.yaml"));
+        yaml_serde::Deserializer::from_str(&text)
+            .map(|document| Value::deserialize(document).expect("orders.yaml is YAML"))
+            .collect()
+    });
+    objects
+        .iter()
+        .find(|o| o["kind"].as_str() == Some(kind) && o["metadata"]["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("orders.yaml has no {kind} {name}"))
+}
+
+/// Removes the `veto-sidecar: inject` annotation by which the overlay selects an object
+/// (and the annotations map, when that was all it held).
+fn remove_selection_annotation(object: &mut Value) {
+    let metadata = object["metadata"]
+        .as_mapping_mut()
+        .expect("an object has metadata");
+    let annotations = metadata
+        .get_mut("annotations")
+        .and_then(Value::as_mapping_mut)
+        .expect("the selected object is annotated");
+    assert_eq!(
+        annotations
+            .remove("veto-sidecar")
+            .as_ref()
+            .and_then(Value::as_str),
+        Some("inject")
+    );
+    if annotations.is_empty() {
+        metadata.remove("annotations");
+    }
+}
+
+/// `to` as a path relative to the directory `from` (both absolute).
+fn relative(from: &Path, to: &Path) -> String {
+    let canonical = |p: &Path| {
+        p.canonicalize()
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let (from, to) = (canonical(from), canonical(to));
+    let up = from.components().skip(1).map(|_| "..");
+    let down = to
+        .components()
+        .skip(1)
+        .map(|c| c.as_os_str().to_str().expect("UTF-8"));
+    up.chain(down).collect::<Vec<_>>().join("/")
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).expect("read a directory") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 // ---- rendering and lookups -----------------------------------------------------------
 
 /// A kustomization rendered by `kubectl kustomize`, as text and as parsed objects.
 struct Rendered {
     /// The kustomization directory, relative to the repository.
     dir: &'static str,
+    names: Names,
     text: String,
     objects: Vec<Value>,
+}
+
+/// What a kustomization calls the objects the tests look up.
+struct Names {
+    /// The Deployment veto runs in; its Service has the same name.
+    deployment: &'static str,
+    network_policy: &'static str,
+    /// The container the Service leads to (Envoy, or the app under Istio) and its port's name.
+    serving: &'static str,
+    serving_port: &'static str,
+    /// The file that declares the pod's veto volumes, before kustomize renames the objects
+    /// they mount.
+    volumes_written_in: &'static str,
 }
 
 /// `k8s/`, rendered once for every test that reads it.
 fn base() -> &'static Rendered {
     static RENDERED: OnceLock<Rendered> = OnceLock::new();
-    RENDERED.get_or_init(|| Rendered::new("k8s"))
+    RENDERED.get_or_init(|| Rendered::new("k8s", BASE_NAMES))
 }
+
+const BASE_NAMES: Names = Names {
+    deployment: "app",
+    network_policy: "app",
+    serving: "envoy",
+    serving_port: "http",
+    volumes_written_in: "k8s/base/deployment.yaml",
+};
 
 /// `k8s/istio/`, rendered once.
 fn istio() -> &'static Rendered {
     static RENDERED: OnceLock<Rendered> = OnceLock::new();
-    RENDERED.get_or_init(|| Rendered::new("k8s/istio"))
+    RENDERED.get_or_init(|| {
+        Rendered::new(
+            "k8s/istio",
+            Names {
+                serving: "app",
+                ..BASE_NAMES
+            },
+        )
+    })
+}
+
+/// `k8s/examples/existing-deployment/`: the team's own `orders` with the veto-sidecar
+/// component, rendered once.
+fn existing() -> &'static Rendered {
+    static RENDERED: OnceLock<Rendered> = OnceLock::new();
+    RENDERED.get_or_init(|| Rendered::new(EXISTING, EXISTING_NAMES))
+}
+
+const EXISTING: &str = "k8s/examples/existing-deployment";
+const EXISTING_NAMES: Names = Names {
+    deployment: "orders",
+    network_policy: "orders-veto",
+    serving: "veto-envoy",
+    serving_port: "veto-http",
+    volumes_written_in: "k8s/examples/existing-deployment/veto-target/volumes.yaml",
+};
+
+/// Runs `kubectl kustomize` on `dir` and parses what it prints.
+fn kustomize(dir: &Path) -> (String, Vec<Value>) {
+    let mut command = Command::new(tool(
+        "kubectl",
+        "install kubectl (it renders kustomizations offline: `kubectl kustomize DIR`)",
+    ));
+    command.arg("kustomize").arg(dir);
+    let run = run_command(command);
+    let text = run.success().to_owned();
+    let objects = yaml_serde::Deserializer::from_str(&text)
+        .map(|document| {
+            Value::deserialize(document).unwrap_or_else(|e| {
+                panic!(
+                    "`kubectl kustomize {}` printed bad YAML: {e}",
+                    dir.display()
+                )
+            })
+        })
+        .filter(|object| !object.is_null())
+        .collect();
+    (text, objects)
 }
 
 impl Rendered {
-    fn new(dir: &'static str) -> Rendered {
-        let mut command = Command::new(tool(
-            "kubectl",
-            "install kubectl (it renders kustomizations offline: `kubectl kustomize DIR`)",
-        ));
-        command.arg("kustomize").arg(repo().join(dir));
-        let run = run_command(command);
-        let text = run.success().to_owned();
-        let objects = yaml_serde::Deserializer::from_str(&text)
-            .map(|document| {
-                Value::deserialize(document)
-                    .unwrap_or_else(|e| panic!("`kubectl kustomize {dir}` printed bad YAML: {e}"))
-            })
-            .filter(|object| !object.is_null())
-            .collect();
-        Rendered { dir, text, objects }
+    fn new(dir: &'static str, names: Names) -> Rendered {
+        let (text, objects) = kustomize(&repo().join(dir));
+        Rendered {
+            dir,
+            names,
+            text,
+            objects,
+        }
     }
 
     /// The one object of `kind` named `name`.
@@ -586,7 +921,7 @@ impl Rendered {
     }
 
     fn deployment(&self) -> &Value {
-        self.object("Deployment", "app")
+        self.object("Deployment", self.names.deployment)
     }
 
     /// The pod template's spec.
@@ -654,7 +989,7 @@ impl Rendered {
 
     /// The Envoy config in its ConfigMap, at the path Envoy's `--config-path` names.
     fn envoy_config(&self) -> String {
-        let envoy = self.container("envoy");
+        let envoy = self.container(self.names.serving);
         self.file_seen_by(envoy, arg_after(envoy, "--config-path"))
     }
 
@@ -903,13 +1238,31 @@ fn the_docker_build_context_holds_everything_cargo_needs_to_read_the_manifest() 
         );
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let host = host_triple(&cargo);
     let mut command = Command::new(cargo);
     command
         // `fetch` resolves the whole manifest, targets included, as `build` does, but
-        // compiles nothing (`metadata` does not check the target files).
-        .args(["fetch", "--locked", "--offline"])
+        // compiles nothing (`metadata` does not check the target files). Offline, so the
+        // test needs no second download; for the host only, because without `--target`
+        // it wants every crate of Cargo.lock, including those of other platforms
+        // (`valuable`, ...), which the build of these tests never downloaded: a fresh
+        // machine has exactly what the host build needs.
+        .args(["fetch", "--locked", "--offline", "--target", &host])
         .current_dir(context.path());
     run_command(command).assert_exit(0);
+}
+
+/// The platform `cargo` builds for by default (the `host:` line of `cargo -vV`).
+fn host_triple(cargo: &OsStr) -> String {
+    let mut command = Command::new(cargo);
+    command.arg("-vV");
+    let run = run_command(command);
+    run.success()
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap_or_else(|| panic!("`cargo -vV` names no host:\n{}", run.output()))
+        .trim()
+        .to_owned()
 }
 
 fn copy_tree(from: &Path, to: &Path) {
