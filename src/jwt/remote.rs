@@ -4,7 +4,8 @@
 //! One fetcher task per issuer swaps whole key sets into the issuer's `arc-swap`; a Check
 //! never waits on the network, except for the one case the issue asks for: a token whose
 //! `kid` is unknown may be signed with a key the provider has just rotated in, so it asks
-//! for an early refetch and is decided after that fetch completes or times out. Such
+//! for an early refetch and is decided after that fetch completes or times out (then the
+//! kid stays unknown: `unknown_key`, since the issuer's other keys are loaded). Such
 //! refetches are rate-limited per issuer (`min_refetch_interval`), so a flood of forged
 //! `kid`s costs the provider at most one request per interval.
 //!
@@ -43,7 +44,9 @@ pub enum Refetched {
     Done,
     /// A refetch ran less than `min_refetch_interval` ago: the kid stays unknown.
     RateLimited,
-    /// The fetch did not finish in time: the key may exist, veto cannot tell.
+    /// The fetch did not finish in time: the kid stays unknown. The issuer's keys are
+    /// loaded (an issuer without keys is undecidable before any refetch), so the token is
+    /// denied as `unknown_key`: a slow provider must not make a forged kid undecidable.
     TimedOut,
 }
 
@@ -89,7 +92,7 @@ impl Refetch {
         Refetch {
             min_interval: remote.min_refetch_interval,
             // Envoy stops waiting for a Check after its own timeout (0.5 s in our configs);
-            // answering UNAVAILABLE just before is better than an answer nobody reads.
+            // answering just before is better than an answer nobody reads.
             wait: remote.fetch_timeout.min(UNKNOWN_KID_WAIT),
             epoch: Instant::now(),
             last_trigger_ms: AtomicU64::new(0),
