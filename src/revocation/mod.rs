@@ -20,10 +20,12 @@ use serde_json::Value;
 /// Seconds since the Unix epoch.
 pub type UnixTime = i64;
 
-/// `issued_before`/`expires_at` stored as `UnixTime::MAX` mean "absent": every `iat` is
-/// before it, and the rule never expires. That makes "the later one wins" (SPEC §3 merge) a
-/// plain `max`.
-const UNBOUNDED: UnixTime = UnixTime::MAX;
+/// The latest time a rule may name: 9999-12-31T23:59:59Z, the last second RFC 3339 can
+/// write. Later is no real date, only a way to reach the edges of `i64`.
+pub const LATEST_TIME: UnixTime = 253_402_300_799;
+
+/// The earliest: 0000-01-01T00:00:00Z.
+pub const EARLIEST_TIME: UnixTime = -62_167_219_200;
 
 /// What a rule matches a token by (SPEC §3, "at most one selector").
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -40,10 +42,10 @@ pub enum Selector {
 pub struct Scope {
     /// The rule applies only to tokens of this issuer.
     pub iss: Option<Arc<str>>,
-    /// Only tokens with `iat` strictly before this are revoked; [`UNBOUNDED`] when absent.
-    issued_before: UnixTime,
-    /// The rule stops applying at this instant; [`UNBOUNDED`] when absent.
-    expires_at: UnixTime,
+    /// Only tokens with `iat` strictly before this are revoked; every token when absent.
+    issued_before: Option<UnixTime>,
+    /// The rule stops applying at this instant; never when absent.
+    expires_at: Option<UnixTime>,
     pub reason: Option<Box<str>>,
 }
 
@@ -63,28 +65,28 @@ impl Scope {
     ) -> Scope {
         Scope {
             iss,
-            issued_before: issued_before.unwrap_or(UNBOUNDED),
-            expires_at: expires_at.unwrap_or(UNBOUNDED),
+            issued_before,
+            expires_at,
             reason,
         }
     }
 
     pub fn issued_before(&self) -> Option<UnixTime> {
-        (self.issued_before != UNBOUNDED).then_some(self.issued_before)
+        self.issued_before
     }
 
     pub fn expires_at(&self) -> Option<UnixTime> {
-        (self.expires_at != UNBOUNDED).then_some(self.expires_at)
+        self.expires_at
     }
 
     pub fn set_expires_at(&mut self, at: Option<UnixTime>) {
-        self.expires_at = at.unwrap_or(UNBOUNDED);
+        self.expires_at = at;
     }
 
     /// A rule is live until `expires_at`, exclusive: at that second it no longer applies,
     /// even if no reload has pruned it yet.
     pub fn is_live(&self, now: UnixTime) -> bool {
-        now < self.expires_at
+        self.expires_at.is_none_or(|at| now < at)
     }
 }
 

@@ -304,3 +304,22 @@ fn a_rule_written_as_json_reads_back_as_the_same_rule() {
         assert_eq!(back, original);
     }
 }
+
+#[test]
+fn the_latest_real_times_survive_a_table_unchanged() {
+    let last = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let mut t = RuleTable::default();
+    t.insert(Rule {
+        selector: Selector::Global,
+        scope: Scope::new(None, Some(last), Some(last), None),
+    });
+    let r = t.get(&Selector::Global, None).unwrap();
+    assert_eq!(r.scope.issued_before(), Some(last));
+    assert_eq!(r.scope.expires_at(), Some(last));
+    assert!(r.scope.is_live(last - 1));
+    assert!(!r.scope.is_live(last));
+    // A scope holds any time as given: no value of it means "absent".
+    let far = Scope::new(None, Some(UnixTime::MAX), Some(UnixTime::MAX), None);
+    assert_eq!(far.issued_before(), Some(UnixTime::MAX));
+    assert_eq!(far.expires_at(), Some(UnixTime::MAX));
+}
