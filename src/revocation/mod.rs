@@ -92,7 +92,8 @@ impl Scope {
 
 impl Rule {
     /// The rule's identity (SPEC §3): `session:S`, `sub:S`, `sha256:H`, `claim:C=V`,
-    /// `global`, each suffixed `@ISS` when `iss` is set.
+    /// `global`, each suffixed `@ISS` when `iss` is set; `%` and `@` in S, C and V are
+    /// percent-escaped (see [`parse_id`]).
     pub fn id(&self) -> String {
         rule_id(&self.selector, self.scope.iss.as_deref())
     }
@@ -146,44 +147,75 @@ fn rfc3339(t: UnixTime) -> Value {
         .map_or_else(|| Value::from(t), Value::from)
 }
 
-/// Every (selector, issuer) an id may stand for. An id is `SELECTOR[@ISS]`, but a session,
-/// subject or claim value may itself contain `@` (an e-mail address), so each split is a
-/// candidate; the caller keeps the one that names an existing rule.
-pub fn parse_id(id: &str) -> Vec<(Selector, Option<String>)> {
-    let mut out = Vec::new();
-    let mut push = |sel: &str, iss: Option<&str>| {
-        if let Some(selector) = parse_selector(sel)
-            && iss.is_none_or(|i| !i.is_empty())
-        {
-            out.push((selector, iss.map(str::to_owned)));
-        }
+/// The (selector, issuer) an id names. An id is `SELECTOR[@ISS]`; selector values have `%`
+/// and `@` percent-escaped (`%25`, `%40`), so the first `@` starts the issuer and one id
+/// never names two rules (`{"sub":"a@ISS"}` is `sub:a%40ISS`, `{"sub":"a","iss":"ISS"}` is
+/// `sub:a@ISS`).
+pub fn parse_id(id: &str) -> Option<(Selector, Option<String>)> {
+    let (selector, iss) = match id.split_once('@') {
+        Some((_, "")) => return None,
+        Some((selector, iss)) => (selector, Some(iss.to_owned())),
+        None => (id, None),
     };
-    push(id, None);
-    for (at, _) in id.match_indices('@') {
-        push(&id[..at], Some(&id[at + 1..]));
-    }
-    out
+    Some((parse_selector(selector)?, iss))
 }
 
 fn parse_selector(s: &str) -> Option<Selector> {
-    let nonempty = |v: &str| (!v.is_empty()).then(|| v.into());
+    let value = |v: &str| unescape(v).filter(|v| !v.is_empty()).map(Box::from);
     if s == "global" {
         return Some(Selector::Global);
     }
     let (kind, rest) = s.split_once(':')?;
     match kind {
-        "session" => nonempty(rest).map(Selector::Session),
-        "sub" => nonempty(rest).map(Selector::Sub),
+        "session" => value(rest).map(Selector::Session),
+        "sub" => value(rest).map(Selector::Sub),
         "sha256" => token_hash::parse_hex_sha256(rest).map(Selector::TokenSha256),
         "claim" => {
-            let (name, value) = rest.split_once('=')?;
+            let (name, v) = rest.split_once('=')?;
             Some(Selector::Claim {
-                name: nonempty(name)?,
-                value: nonempty(value)?,
+                name: value(name)?,
+                value: value(v)?,
             })
         }
         _ => None,
     }
+}
+
+/// A selector value as an id writes it: `%` and `@` percent-escaped.
+struct Escaped<'a>(&'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(at) = rest.find(['%', '@']) {
+            f.write_str(&rest[..at])?;
+            f.write_str(if rest[at..].starts_with('%') {
+                "%25"
+            } else {
+                "%40"
+            })?;
+            rest = &rest[at + 1..];
+        }
+        f.write_str(rest)
+    }
+}
+
+/// The inverse of [`Escaped`]; None for any other `%` sequence.
+fn unescape(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let code = rest.get(at..at + 3)?;
+        out.push(match code {
+            "%25" => '%',
+            "%40" => '@',
+            _ => return None,
+        });
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 fn rule_id(selector: &Selector, iss: Option<&str>) -> String {
@@ -198,13 +230,15 @@ fn rule_id(selector: &Selector, iss: Option<&str>) -> String {
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Selector::Session(s) => write!(f, "session:{s}"),
-            Selector::Sub(s) => write!(f, "sub:{s}"),
+            Selector::Session(s) => write!(f, "session:{}", Escaped(s)),
+            Selector::Sub(s) => write!(f, "sub:{}", Escaped(s)),
             Selector::TokenSha256(h) => {
                 f.write_str("sha256:")?;
                 h.iter().try_for_each(|b| write!(f, "{b:02x}"))
             }
-            Selector::Claim { name, value } => write!(f, "claim:{name}={value}"),
+            Selector::Claim { name, value } => {
+                write!(f, "claim:{}={}", Escaped(name), Escaped(value))
+            }
             Selector::Global => f.write_str("global"),
         }
     }

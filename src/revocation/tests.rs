@@ -280,15 +280,46 @@ fn the_snapshot_reports_which_layer_matched() {
 #[test]
 fn ids_parse_back_even_when_values_contain_at_signs() {
     let r = rule(json!({"sub": "alice@example.com", "iss": "https://auth"}));
-    let candidates = parse_id(&r.id());
-    assert!(candidates.contains(&(r.selector.clone(), Some("https://auth".into()))));
-    assert!(
-        parse_id("sub:alice@example.com")
-            .contains(&(Selector::Sub("alice@example.com".into()), None))
+    assert_eq!(r.id(), "sub:alice%40example.com@https://auth");
+    assert_eq!(
+        parse_id(&r.id()),
+        Some((r.selector.clone(), Some("https://auth".into())))
     );
-    assert_eq!(parse_id("global"), vec![(Selector::Global, None)]);
-    assert!(parse_id("nonsense").is_empty());
-    assert!(parse_id("sha256:zz").is_empty());
+    assert_eq!(
+        parse_id("sub:alice%40example.com"),
+        Some((Selector::Sub("alice@example.com".into()), None))
+    );
+    assert_eq!(parse_id("global"), Some((Selector::Global, None)));
+    assert_eq!(parse_id("nonsense"), None);
+    assert_eq!(parse_id("sha256:zz"), None);
+    assert_eq!(
+        parse_id("sub:a%zz"),
+        None,
+        "an escape other than %25 or %40"
+    );
+}
+
+#[test]
+fn a_value_with_an_at_sign_and_an_issuer_never_share_an_id() {
+    // Issue 13: both were `sub:a@ISS`, and GET/DELETE by id reached only one of them.
+    let in_value = rule(json!({"sub": "a@ISS"}));
+    let with_iss = rule(json!({"sub": "a", "iss": "ISS"}));
+    assert_ne!(in_value.id(), with_iss.id());
+    assert_eq!(
+        with_iss.id(),
+        "sub:a@ISS",
+        "ordinary values keep SPEC §3's ids"
+    );
+    for r in [
+        in_value,
+        with_iss,
+        rule(json!({"session": "100%@x", "iss": "i@j"})),
+        rule(json!({"claim": "e@mail", "value": "a=b@c%", "iss": "ISS"})),
+    ] {
+        let iss = r.scope.iss.as_deref().map(str::to_owned);
+        let parsed: Vec<_> = parse_id(&r.id()).into_iter().collect();
+        assert_eq!(parsed, vec![(r.selector.clone(), iss)], "{}", r.id());
+    }
 }
 
 #[test]
