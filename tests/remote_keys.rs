@@ -656,3 +656,37 @@ async fn a_forged_kid_while_the_idp_hangs_is_unknown_key_once_keys_are_loaded() 
         "allowed"
     );
 }
+
+#[tokio::test]
+async fn an_https_discovery_document_pointing_at_http_keys_needs_allow_insecure_http() {
+    let plain = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
+    let idp = TlsIdp::start(&jwk_set([fixture_jwk("rsa-1")])).await;
+    let issuer = idp.base_url();
+    let served = idp
+        .ca_file()
+        .with_file_name("www/.well-known/openid-configuration");
+    let document = json!({"issuer": issuer, "jwks_uri": plain.jwks_uri()});
+    std::fs::write(&served, document.to_string()).expect("rewrite the discovery document");
+    let ca_file = format!("ca_file: {}", idp.ca_file().display());
+    let fields = [&["discovery: true", ca_file.as_str()][..], FAST].concat();
+
+    let refusing = VetoDir::new()
+        .start_unready(&config(&issuer, &fields))
+        .await;
+    wait_for_fetch_errors(&refusing, &issuer, 0.0).await;
+    assert_eq!(plain.jwks_hits(), 0, "veto never fetched keys in the clear");
+    assert_eq!(readyz(&refusing).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        refusing.log().contains("allow_insecure_http"),
+        "the log says how to accept it\n{}",
+        refusing.log()
+    );
+
+    let allowing = [&fields[..], &["allow_insecure_http: true"][..]].concat();
+    let accepting = VetoDir::new().start(&config(&issuer, &allowing)).await;
+    let mut client = check_client(accepting.grpc_addr()).await;
+    assert_eq!(
+        outcome(&mut client, &token(&issuer, Algorithm::RS256)).await,
+        "allowed"
+    );
+}

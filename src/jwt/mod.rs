@@ -281,7 +281,7 @@ impl Verifier {
             return Ok(hit);
         }
         let verified = Arc::new(self.verify_uncached(token, now)?);
-        self.cache.insert(*digest, verified.clone(), token.len());
+        self.cache.insert(*digest, verified.clone());
         Ok(verified)
     }
 

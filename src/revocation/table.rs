@@ -641,11 +641,20 @@ fn claim_values(claim: &Value) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
 }
 
 /// A scalar claim as the text a rule names it by: a string as is, a number or boolean as
-/// its JSON text (so `sub: 12345` matches the rule `sub: 12345`); other JSON has none.
+/// its JSON text (so `sub: 12345` matches the rule `sub: 12345`); other JSON has none. A
+/// float that is a whole number is the integer's text: JSON does not tell `12345.0` from
+/// `12345` (RFC 8259 §6), and issuers that write every number as a float exist.
 pub fn claim_text(v: &Value) -> Option<Cow<'_, str>> {
+    /// 2^63: below it every whole float converts to `i64` exactly.
+    const I64_RANGE: f64 = 9_223_372_036_854_775_808.0;
     match v {
         Value::String(s) => Some(Cow::Borrowed(s.as_str())),
-        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < I64_RANGE => {
+                Some(Cow::Owned((f as i64).to_string()))
+            }
+            _ => Some(Cow::Owned(n.to_string())),
+        },
         Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         _ => None,
     }

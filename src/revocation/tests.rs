@@ -354,3 +354,24 @@ fn the_latest_real_times_survive_a_table_unchanged() {
     assert_eq!(far.issued_before(), Some(UnixTime::MAX));
     assert_eq!(far.expires_at(), Some(UnixTime::MAX));
 }
+
+#[test]
+fn a_number_written_as_a_float_in_the_token_matches_the_integer_rule() {
+    // JSON does not tell 12345 from 12345.0; some issuers write every number as a float.
+    assert_eq!(claim_text(&json!(12345.0)).as_deref(), Some("12345"));
+    assert_eq!(claim_text(&json!(-7.0)).as_deref(), Some("-7"));
+    assert_eq!(claim_text(&json!(1.5)).as_deref(), Some("1.5"));
+    let t = table(&[json!({"claim": "uid", "value": 12345})]);
+    assert_eq!(
+        Token::new(json!({"uid": 12345.0}))
+            .revoked_by(&t, NOW)
+            .as_deref(),
+        Some("claim:uid=12345")
+    );
+    assert_eq!(
+        Token::new(json!({"uid": [1.0, 12345.0]}))
+            .revoked_by(&t, NOW)
+            .as_deref(),
+        Some("claim:uid=12345")
+    );
+}
