@@ -248,12 +248,10 @@ impl Authorization for CheckService {
             match refetch.unknown_kid().await {
                 Refetched::Done => out = authz.decide(request.get_ref(), unix_now()),
                 Refetched::RateLimited => {}
-                Refetched::TimedOut => {
-                    out.decision = Decision::Unavailable(
-                        "unknown kid and the key refetch did not finish in time".into(),
-                    );
-                    out.detail = "unknown kid; key refetch timed out".into();
-                }
+                // Still unknown_key, never UNAVAILABLE: the issuer has keys, and a slow
+                // provider must not turn a forged kid into "undecidable", which Envoy's
+                // `failure_mode_allow: true` would let through (issue 13).
+                Refetched::TimedOut => out.detail = "unknown kid; key refetch timed out".into(),
             }
         }
         authz.metrics.check(&out.decision, started.elapsed());

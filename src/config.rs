@@ -146,6 +146,9 @@ pub struct RemoteKeys {
     /// A token with an unknown `kid` triggers a refetch at most this often, so a flood of
     /// forged `kid`s cannot hammer the identity provider.
     pub min_refetch_interval: Duration,
+    /// Accept a discovery document's `http://` `jwks_uri` from an `https://` issuer (keys in
+    /// cleartext); off by default.
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +234,8 @@ struct RawIssuer {
     ca_file: Option<PathBuf>,
     fetch_timeout: Option<RawScalar>,
     min_refetch_interval: Option<RawScalar>,
+    #[serde(default)]
+    allow_insecure_http: bool,
     hmac_secret_file: Option<PathBuf>,
     #[serde(default)]
     algorithms: Vec<String>,
@@ -533,6 +538,7 @@ impl Fields<'_> {
                 ("ca_file", raw.ca_file.is_some()),
                 ("fetch_timeout", raw.fetch_timeout.is_some()),
                 ("min_refetch_interval", raw.min_refetch_interval.is_some()),
+                ("allow_insecure_http", raw.allow_insecure_http),
             ] {
                 if set {
                     return Err(
@@ -557,6 +563,7 @@ impl Fields<'_> {
             ca_file: raw.ca_file.clone().map(|p| self.path(p)),
             fetch_timeout,
             min_refetch_interval,
+            allow_insecure_http: raw.allow_insecure_http,
         }))
     }
 

@@ -139,7 +139,7 @@ async fn every_rules_endpoint_answers_with_the_documented_status_codes() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(ids(&body), ["sub:alice@example.com@https://issuer.test"]);
+    assert_eq!(ids(&body), ["sub:alice%40example.com@https://issuer.test"]);
     assert_eq!(body["rules"][0]["source"], "pushed");
     assert_eq!(body["rules"][0]["reason"], "laptop stolen");
 
@@ -150,9 +150,12 @@ async fn every_rules_endpoint_answers_with_the_documented_status_codes() {
     all.sort();
     assert_eq!(
         all,
-        ["sub:alice@example.com@https://issuer.test", "sub:from-file"]
+        [
+            "sub:alice%40example.com@https://issuer.test",
+            "sub:from-file"
+        ]
     );
-    let encoded = "/v1/rules/sub%3Aalice%40example.com%40https%3A%2F%2Fissuer.test";
+    let encoded = "/v1/rules/sub%3Aalice%2540example.com%40https%3A%2F%2Fissuer.test";
     let (status, one) = admin.get(encoded).await;
     assert_eq!(status, StatusCode::OK, "{one}");
     assert_eq!(one["sub"], "alice@example.com");

@@ -350,11 +350,11 @@ async fn a_kid_rotated_in_during_a_refresh_in_flight_waits_for_a_fetch_that_sees
     let rotated = token(ISSUER, Algorithm::ES256);
     // The refetch it triggers must start after the refresh already on its way (issue 6).
     // Waiting for both takes longer than veto waits inside a Check (which stays below
-    // Envoy's timeout), so the first answer is "undecidable" (Envoy's 503, a retry), never
-    // the 401 of the old key set, which would send the client to log in again.
+    // Envoy's timeout), so the first answer may be `unknown_key`: never "undecidable", which
+    // a slow provider would otherwise give every forged kid (issue 13).
     let first = decide(&mut client, &rotated).await;
     assert!(
-        first == Ok("allowed".to_string()) || first == Err(Code::Unavailable),
+        first == Ok("allowed".to_string()) || first == Ok("unknown_key".to_string()),
         "the token with the rotated-in kid got {first:?}"
     );
     assert!(
@@ -545,11 +545,11 @@ async fn a_hanging_idp_times_out_after_fetch_timeout_and_checks_never_wait_on_it
     );
 
     // An unknown kid waits for its refetch, which can only time out: briefly (below Envoy's
-    // 0.5 s), then undecidable, since the key may well exist.
+    // 0.5 s), then unknown_key, as the issuer's keys are loaded (issue 13).
     let started = Instant::now();
     assert_eq!(
         decide(&mut client, &token(ISSUER, Algorithm::ES256)).await,
-        Err(Code::Unavailable)
+        Ok("unknown_key".to_owned())
     );
     assert!(
         started.elapsed() < Duration::from_millis(1000),
@@ -624,5 +624,69 @@ async fn keys_are_fetched_over_https_from_a_private_ca_in_ca_file_and_not_withou
     assert!(
         log.contains("invalid peer certificate"),
         "the log names the certificate problem\n{log}"
+    );
+}
+
+// ---- security review (issue 13) --------------------------------------------------------
+
+#[tokio::test]
+async fn a_forged_kid_while_the_idp_hangs_is_unknown_key_once_keys_are_loaded() {
+    // A forged kid must not become "undecidable" just because the provider is slow: with
+    // Envoy's `failure_mode_allow: true` an UNAVAILABLE would let the forged request through.
+    let idp = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
+    let veto = Veto::start(&jwks_uri_config(&idp, REFETCH_ONLY)).await;
+    let mut client = check_client(veto.grpc_addr()).await;
+    idp.hang();
+
+    let forged = Token::new().kid("forged-while-slow").sign();
+    let before = idp.jwks_hits();
+    assert_eq!(
+        decide(&mut client, &forged).await,
+        Ok("unknown_key".to_owned()),
+        "{}",
+        veto.log()
+    );
+    let refetched = poll_until(REFRESH_TIMEOUT, async || idp.jwks_hits() > before).await;
+    assert!(
+        refetched,
+        "the unknown kid asked the provider for a refetch"
+    );
+    assert_eq!(
+        outcome(&mut client, &token(ISSUER, Algorithm::RS256)).await,
+        "allowed"
+    );
+}
+
+#[tokio::test]
+async fn an_https_discovery_document_pointing_at_http_keys_needs_allow_insecure_http() {
+    let plain = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
+    let idp = TlsIdp::start(&jwk_set([fixture_jwk("rsa-1")])).await;
+    let issuer = idp.base_url();
+    let served = idp
+        .ca_file()
+        .with_file_name("www/.well-known/openid-configuration");
+    let document = json!({"issuer": issuer, "jwks_uri": plain.jwks_uri()});
+    std::fs::write(&served, document.to_string()).expect("rewrite the discovery document");
+    let ca_file = format!("ca_file: {}", idp.ca_file().display());
+    let fields = [&["discovery: true", ca_file.as_str()][..], FAST].concat();
+
+    let refusing = VetoDir::new()
+        .start_unready(&config(&issuer, &fields))
+        .await;
+    wait_for_fetch_errors(&refusing, &issuer, 0.0).await;
+    assert_eq!(plain.jwks_hits(), 0, "veto never fetched keys in the clear");
+    assert_eq!(readyz(&refusing).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        refusing.log().contains("allow_insecure_http"),
+        "the log says how to accept it\n{}",
+        refusing.log()
+    );
+
+    let allowing = [&fields[..], &["allow_insecure_http: true"][..]].concat();
+    let accepting = VetoDir::new().start(&config(&issuer, &allowing)).await;
+    let mut client = check_client(accepting.grpc_addr()).await;
+    assert_eq!(
+        outcome(&mut client, &token(&issuer, Algorithm::RS256)).await,
+        "allowed"
     );
 }

@@ -18,15 +18,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwapOption;
+use serde_json::Value;
 
 use super::Verified;
 
-/// Fixed overhead counted per entry besides the token-dependent part (the claims map, the
-/// issuer string, the Arcs).
+/// Fixed overhead counted per entry besides the claims and the issuer string (the slot,
+/// the `Verified`, the Arcs).
 const ENTRY_OVERHEAD: usize = 256;
 
-/// The claims map of a token takes roughly this many times the token's length.
-const COST_PER_TOKEN_BYTE: usize = 2;
+/// Share of a `BTreeMap` node counted per map entry (its keys' and values' slots are counted
+/// on their own).
+const MAP_ENTRY_OVERHEAD: usize = 16;
 
 struct Slot {
     digest: [u8; 32],
@@ -77,12 +79,14 @@ impl VerifyCache {
         (slot.digest == *digest).then(|| slot.verified.clone())
     }
 
-    /// Remembers a successful verification of a token of `token_len` bytes.
-    pub fn insert(&self, digest: [u8; 32], verified: Arc<Verified>, token_len: usize) {
+    /// Remembers a successful verification.
+    pub fn insert(&self, digest: [u8; 32], verified: Arc<Verified>) {
         let Some(slot) = self.slot(&digest) else {
             return;
         };
-        let cost = ENTRY_OVERHEAD + token_len * COST_PER_TOKEN_BYTE;
+        // The parsed claims, not the token's length: a short token can parse into many JSON
+        // values (`[0,0,...]` is two bytes a value in JSON, 32 in memory).
+        let cost = ENTRY_OVERHEAD + verified.iss.len() + map_bytes(&verified.claims);
         let replaced = slot.load().as_ref().map_or(0, |s| s.cost);
         let held = self.bytes.load(Ordering::Relaxed);
         if held.saturating_sub(replaced).saturating_add(cost) > self.max_bytes {
@@ -114,6 +118,24 @@ impl VerifyCache {
     }
 }
 
+/// About the memory a claims map holds.
+fn map_bytes(map: &serde_json::Map<String, Value>) -> usize {
+    map.iter()
+        .map(|(k, v)| MAP_ENTRY_OVERHEAD + size_of::<String>() + k.len() + value_bytes(v))
+        .sum()
+}
+
+/// About the memory a JSON value holds, its own slot included.
+fn value_bytes(v: &Value) -> usize {
+    size_of::<Value>()
+        + match v {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(value_bytes).sum(),
+            Value::Object(map) => map_bytes(map),
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::TimeClaims;
@@ -135,6 +157,24 @@ mod tests {
         })
     }
 
+    #[test]
+    fn the_byte_budget_counts_the_claims_an_entry_holds() {
+        // A 27 KB token of `{"a":[0,0,...]}` parses into ten thousand JSON values: far more
+        // memory than its length suggests (issue 13).
+        let zeros: Vec<u8> = vec![0; 10_000];
+        let claims = serde_json::json!({ "a": zeros });
+        let mut v = verified();
+        Arc::get_mut(&mut v).unwrap().claims = claims.as_object().unwrap().clone();
+        let cache = VerifyCache::new(16, 1 << 30);
+        cache.insert(digest(1), v);
+        let held = 10_000 * std::mem::size_of::<serde_json::Value>();
+        assert!(
+            cache.bytes() >= held,
+            "counted {} bytes for claims holding at least {held}",
+            cache.bytes()
+        );
+    }
+
     fn digest(n: u32) -> [u8; 32] {
         crate::revocation::token_hash::sha256(&n.to_string())
     }
@@ -143,14 +183,14 @@ mod tests {
     fn a_flood_of_distinct_tokens_never_grows_past_the_bounds() {
         let cache = VerifyCache::new(100, 1 << 20);
         for n in 0..10_000 {
-            cache.insert(digest(n), verified(), 800);
+            cache.insert(digest(n), verified());
         }
         assert!(cache.len() <= 128, "{}", cache.len());
         assert!(cache.bytes() <= 1 << 20);
 
         let small = VerifyCache::new(1024, 10_000);
         for n in 0..10_000 {
-            small.insert(digest(n), verified(), 800);
+            small.insert(digest(n), verified());
         }
         assert!(small.bytes() <= 10_000, "{}", small.bytes());
     }
@@ -158,11 +198,11 @@ mod tests {
     #[test]
     fn only_the_same_digest_hits() {
         let cache = VerifyCache::new(16, 1 << 20);
-        cache.insert(digest(1), verified(), 100);
+        cache.insert(digest(1), verified());
         assert!(cache.get(&digest(1)).is_some());
         assert!(cache.get(&digest(2)).is_none());
         let off = VerifyCache::new(0, 1 << 20);
-        off.insert(digest(1), verified(), 100);
+        off.insert(digest(1), verified());
         assert!(off.get(&digest(1)).is_none());
     }
 }

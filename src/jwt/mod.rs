@@ -59,15 +59,16 @@ fn select<'k>(
             ))
         };
     }
-    // The one HMAC secret has no kid; issuers that stamp one on HS tokens still match it.
-    if let Some(hmac) = hmac.filter(allows) {
-        return Ok(hmac);
-    }
+    // The one HMAC secret has no kid: a token that names a kid we do not have names some
+    // other key, and is not tried against the secret (it would make any kid acceptable).
     if let Some(kid) = kid {
         return Err(Failure::new(
             Reason::UnknownKey,
             format!("no key with kid {kid}"),
         ));
+    }
+    if let Some(hmac) = hmac.filter(allows) {
+        return Ok(hmac);
     }
     let mut fitting = jwks.iter().filter(allows);
     match (fitting.next(), fitting.next()) {
@@ -281,7 +282,7 @@ impl Verifier {
             return Ok(hit);
         }
         let verified = Arc::new(self.verify_uncached(token, now)?);
-        self.cache.insert(*digest, verified.clone(), token.len());
+        self.cache.insert(*digest, verified.clone());
         Ok(verified)
     }
 
@@ -321,7 +322,13 @@ impl Verifier {
         if s64.is_empty() {
             return Err(malformed("empty signature"));
         }
-        let iss = claims.get("iss").and_then(Value::as_str);
+        let iss = match claims.get("iss") {
+            None => None,
+            Some(Value::String(iss)) => Some(iss.as_str()),
+            // RFC 7519 §4.1.1: a StringOrURI. Anything else is a broken token, not an issuer
+            // veto merely does not know.
+            Some(_) => return Err(malformed("iss is not a string")),
+        };
         iss_sub.0 = iss.map(str::to_owned);
         iss_sub.1 = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
         if header.crit.is_some() {

@@ -4,7 +4,8 @@
 //! One fetcher task per issuer swaps whole key sets into the issuer's `arc-swap`; a Check
 //! never waits on the network, except for the one case the issue asks for: a token whose
 //! `kid` is unknown may be signed with a key the provider has just rotated in, so it asks
-//! for an early refetch and is decided after that fetch completes or times out. Such
+//! for an early refetch and is decided after that fetch completes or times out (then the
+//! kid stays unknown: `unknown_key`, since the issuer's other keys are loaded). Such
 //! refetches are rate-limited per issuer (`min_refetch_interval`), so a flood of forged
 //! `kid`s costs the provider at most one request per interval.
 //!
@@ -43,7 +44,9 @@ pub enum Refetched {
     Done,
     /// A refetch ran less than `min_refetch_interval` ago: the kid stays unknown.
     RateLimited,
-    /// The fetch did not finish in time: the key may exist, veto cannot tell.
+    /// The fetch did not finish in time: the kid stays unknown. The issuer's keys are
+    /// loaded (an issuer without keys is undecidable before any refetch), so the token is
+    /// denied as `unknown_key`: a slow provider must not make a forged kid undecidable.
     TimedOut,
 }
 
@@ -89,7 +92,7 @@ impl Refetch {
         Refetch {
             min_interval: remote.min_refetch_interval,
             // Envoy stops waiting for a Check after its own timeout (0.5 s in our configs);
-            // answering UNAVAILABLE just before is better than an answer nobody reads.
+            // answering just before is better than an answer nobody reads.
             wait: remote.fetch_timeout.min(UNKNOWN_KID_WAIT),
             epoch: Instant::now(),
             last_trigger_ms: AtomicU64::new(0),
@@ -179,7 +182,8 @@ pub async fn run(
     let mut retry = FIRST_RETRY;
     loop {
         let attempt = refetch.started.fetch_add(1, Ordering::AcqRel) + 1;
-        let next = match fetch(&client, &name, &remote.source).await {
+        let fetched = fetch(&client, &name, &remote.source, remote.allow_insecure_http).await;
+        let next = match fetched {
             Ok(fetched) => {
                 for skipped in &fetched.skipped {
                     tracing::warn!(issuer = %name, key = %skipped, "fetched key skipped");
@@ -224,10 +228,11 @@ async fn fetch(
     client: &reqwest::Client,
     issuer: &str,
     source: &KeySource,
+    allow_insecure_http: bool,
 ) -> Result<Fetched, FetchError> {
     let url = match source {
         KeySource::JwksUri(u) => u.clone(),
-        KeySource::Discovery => discover(client, issuer).await?,
+        KeySource::Discovery => discover(client, issuer, allow_insecure_http).await?,
     };
     let (body, max_age) = get(client, &url).await?;
     let (keys, skipped) = parse_jwks(&body).map_err(|message| FetchError::Document {
@@ -243,7 +248,11 @@ async fn fetch(
 }
 
 /// OpenID Connect Discovery 1.0 §4: the provider's `jwks_uri`.
-async fn discover(client: &reqwest::Client, issuer: &str) -> Result<String, FetchError> {
+async fn discover(
+    client: &reqwest::Client,
+    issuer: &str,
+    allow_insecure_http: bool,
+) -> Result<String, FetchError> {
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
@@ -253,22 +262,44 @@ async fn discover(client: &reqwest::Client, issuer: &str) -> Result<String, Fetc
         url: url.clone(),
         message: format!("not JSON: {e}"),
     })?;
+    jwks_uri_in(&doc, issuer, allow_insecure_http)
+        .map_err(|message| FetchError::Document { url, message })
+}
+
+/// The `jwks_uri` of a discovery document for `issuer`, or why veto will not use it.
+fn jwks_uri_in(doc: &Value, issuer: &str, allow_insecure_http: bool) -> Result<String, String> {
     // OpenID Connect Discovery 1.0 §4.3: the document's issuer must be exactly the one we
-    // asked about, or it is some other provider's configuration.
-    if let Some(named) = doc.get("issuer").and_then(Value::as_str)
-        && named != issuer
-    {
-        return Err(FetchError::Document {
-            url,
-            message: format!("the discovery document is for issuer {named}, not {issuer}"),
-        });
+    // asked about, or it is some other provider's configuration. §3 makes `issuer` REQUIRED:
+    // a document without one vouches for no issuer at all.
+    match doc.get("issuer").and_then(Value::as_str) {
+        Some(named) if named == issuer => {}
+        Some(named) => {
+            return Err(format!(
+                "the discovery document is for issuer {named}, not {issuer}"
+            ));
+        }
+        None => return Err("the discovery document has no issuer (a string) to check".into()),
     }
-    match doc.get("jwks_uri").and_then(Value::as_str) {
-        Some(u) if u.starts_with("https://") || u.starts_with("http://") => Ok(u.to_owned()),
-        _ => Err(FetchError::Document {
-            url,
-            message: "no http(s) jwks_uri in the discovery document".into(),
-        }),
+    let uri = doc
+        .get("jwks_uri")
+        .and_then(Value::as_str)
+        .ok_or("no jwks_uri (a string) in the discovery document")?;
+    if uri.starts_with("https://") {
+        return Ok(uri.to_owned());
+    }
+    if !uri.starts_with("http://") {
+        return Err(format!("the jwks_uri {uri} is not an https:// URL"));
+    }
+    // Keys over cleartext can be swapped by anyone on the path, who can then sign any token.
+    // An issuer configured as http:// has chosen that for its discovery document already;
+    // anything else needs the operator to say so.
+    if allow_insecure_http || issuer.starts_with("http://") {
+        Ok(uri.to_owned())
+    } else {
+        Err(format!(
+            "the jwks_uri {uri} is plain http:// (keys anyone on the path could replace); \
+             set allow_insecure_http: true on the issuer to accept it"
+        ))
     }
 }
 
@@ -320,4 +351,43 @@ fn describe(e: &reqwest::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::jwks_uri_in;
+
+    const ISS: &str = "https://idp.test";
+
+    #[test]
+    fn a_discovery_document_must_name_the_issuer() {
+        let doc = json!({"jwks_uri": "https://idp.test/keys"});
+        let e = jwks_uri_in(&doc, ISS, false).unwrap_err();
+        assert!(e.contains("no issuer"), "{e}");
+        let other = json!({"issuer": "https://other.test", "jwks_uri": "https://idp.test/keys"});
+        assert!(jwks_uri_in(&other, ISS, false).is_err());
+        let ok = json!({"issuer": ISS, "jwks_uri": "https://idp.test/keys"});
+        assert_eq!(
+            jwks_uri_in(&ok, ISS, false).unwrap(),
+            "https://idp.test/keys"
+        );
+    }
+
+    #[test]
+    fn an_http_jwks_uri_needs_allow_insecure_http() {
+        let doc = json!({"issuer": ISS, "jwks_uri": "http://idp.test/keys"});
+        let e = jwks_uri_in(&doc, ISS, false).unwrap_err();
+        assert!(e.contains("allow_insecure_http"), "{e}");
+        assert_eq!(
+            jwks_uri_in(&doc, ISS, true).unwrap(),
+            "http://idp.test/keys"
+        );
+        // An issuer configured as http:// already fetches its discovery document in the clear.
+        let plain = json!({"issuer": "http://idp.test", "jwks_uri": "http://idp.test/keys"});
+        assert!(jwks_uri_in(&plain, "http://idp.test", false).is_ok());
+        let ftp = json!({"issuer": ISS, "jwks_uri": "ftp://idp.test/keys"});
+        assert!(jwks_uri_in(&ftp, ISS, true).is_err());
+    }
 }

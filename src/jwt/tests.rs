@@ -318,3 +318,39 @@ fn an_hmac_secret_file_holding_a_public_key_is_refused() {
         .is_ok()
     );
 }
+
+#[test]
+fn a_non_string_iss_is_malformed_not_an_unknown_issuer() {
+    let v = verifier(&[], vec![]);
+    for iss in [
+        json!(true),
+        json!(42),
+        json!(["https://issuer.test"]),
+        json!(null),
+    ] {
+        let mut c = claims();
+        c["iss"] = iss.clone();
+        let t = sign(Algorithm::RS256, Some("rsa-1"), &rsa(), &c);
+        assert_eq!(reason(&v, &t), Reason::MalformedToken, "iss {iss}");
+    }
+    let mut c = claims();
+    c.as_object_mut().unwrap().remove("iss");
+    let t = sign(Algorithm::RS256, Some("rsa-1"), &rsa(), &c);
+    assert_eq!(reason(&v, &t), Reason::UnknownIssuer, "no iss at all");
+}
+
+#[test]
+fn an_hs256_token_naming_a_kid_the_issuer_has_not_got_is_unknown_key() {
+    // The HMAC secret has no kid: a token that names one names some other key, and is not
+    // checked against the secret anyway (jwt_verify_lib's vectors, issue 13).
+    let v = verifier(&[], vec![]);
+    let t = sign(
+        Algorithm::HS256,
+        Some("some-other-secret"),
+        &hmac(),
+        &claims(),
+    );
+    assert_eq!(reason(&v, &t), Reason::UnknownKey);
+    let t = sign(Algorithm::HS256, None, &hmac(), &claims());
+    assert!(v.verify_uncached(&t, NOW).is_ok());
+}

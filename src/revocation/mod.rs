@@ -20,10 +20,12 @@ use serde_json::Value;
 /// Seconds since the Unix epoch.
 pub type UnixTime = i64;
 
-/// `issued_before`/`expires_at` stored as `UnixTime::MAX` mean "absent": every `iat` is
-/// before it, and the rule never expires. That makes "the later one wins" (SPEC §3 merge) a
-/// plain `max`.
-const UNBOUNDED: UnixTime = UnixTime::MAX;
+/// The latest time a rule may name: 9999-12-31T23:59:59Z, the last second RFC 3339 can
+/// write. Later is no real date, only a way to reach the edges of `i64`.
+pub const LATEST_TIME: UnixTime = 253_402_300_799;
+
+/// The earliest: 0000-01-01T00:00:00Z.
+pub const EARLIEST_TIME: UnixTime = -62_167_219_200;
 
 /// What a rule matches a token by (SPEC §3, "at most one selector").
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -40,10 +42,10 @@ pub enum Selector {
 pub struct Scope {
     /// The rule applies only to tokens of this issuer.
     pub iss: Option<Arc<str>>,
-    /// Only tokens with `iat` strictly before this are revoked; [`UNBOUNDED`] when absent.
-    issued_before: UnixTime,
-    /// The rule stops applying at this instant; [`UNBOUNDED`] when absent.
-    expires_at: UnixTime,
+    /// Only tokens with `iat` strictly before this are revoked; every token when absent.
+    issued_before: Option<UnixTime>,
+    /// The rule stops applying at this instant; never when absent.
+    expires_at: Option<UnixTime>,
     pub reason: Option<Box<str>>,
 }
 
@@ -63,34 +65,35 @@ impl Scope {
     ) -> Scope {
         Scope {
             iss,
-            issued_before: issued_before.unwrap_or(UNBOUNDED),
-            expires_at: expires_at.unwrap_or(UNBOUNDED),
+            issued_before,
+            expires_at,
             reason,
         }
     }
 
     pub fn issued_before(&self) -> Option<UnixTime> {
-        (self.issued_before != UNBOUNDED).then_some(self.issued_before)
+        self.issued_before
     }
 
     pub fn expires_at(&self) -> Option<UnixTime> {
-        (self.expires_at != UNBOUNDED).then_some(self.expires_at)
+        self.expires_at
     }
 
     pub fn set_expires_at(&mut self, at: Option<UnixTime>) {
-        self.expires_at = at.unwrap_or(UNBOUNDED);
+        self.expires_at = at;
     }
 
     /// A rule is live until `expires_at`, exclusive: at that second it no longer applies,
     /// even if no reload has pruned it yet.
     pub fn is_live(&self, now: UnixTime) -> bool {
-        now < self.expires_at
+        self.expires_at.is_none_or(|at| now < at)
     }
 }
 
 impl Rule {
     /// The rule's identity (SPEC §3): `session:S`, `sub:S`, `sha256:H`, `claim:C=V`,
-    /// `global`, each suffixed `@ISS` when `iss` is set.
+    /// `global`, each suffixed `@ISS` when `iss` is set; `%` and `@` in S, C and V are
+    /// percent-escaped (see [`parse_id`]).
     pub fn id(&self) -> String {
         rule_id(&self.selector, self.scope.iss.as_deref())
     }
@@ -144,44 +147,75 @@ fn rfc3339(t: UnixTime) -> Value {
         .map_or_else(|| Value::from(t), Value::from)
 }
 
-/// Every (selector, issuer) an id may stand for. An id is `SELECTOR[@ISS]`, but a session,
-/// subject or claim value may itself contain `@` (an e-mail address), so each split is a
-/// candidate; the caller keeps the one that names an existing rule.
-pub fn parse_id(id: &str) -> Vec<(Selector, Option<String>)> {
-    let mut out = Vec::new();
-    let mut push = |sel: &str, iss: Option<&str>| {
-        if let Some(selector) = parse_selector(sel)
-            && iss.is_none_or(|i| !i.is_empty())
-        {
-            out.push((selector, iss.map(str::to_owned)));
-        }
+/// The (selector, issuer) an id names. An id is `SELECTOR[@ISS]`; selector values have `%`
+/// and `@` percent-escaped (`%25`, `%40`), so the first `@` starts the issuer and one id
+/// never names two rules (`{"sub":"a@ISS"}` is `sub:a%40ISS`, `{"sub":"a","iss":"ISS"}` is
+/// `sub:a@ISS`).
+pub fn parse_id(id: &str) -> Option<(Selector, Option<String>)> {
+    let (selector, iss) = match id.split_once('@') {
+        Some((_, "")) => return None,
+        Some((selector, iss)) => (selector, Some(iss.to_owned())),
+        None => (id, None),
     };
-    push(id, None);
-    for (at, _) in id.match_indices('@') {
-        push(&id[..at], Some(&id[at + 1..]));
-    }
-    out
+    Some((parse_selector(selector)?, iss))
 }
 
 fn parse_selector(s: &str) -> Option<Selector> {
-    let nonempty = |v: &str| (!v.is_empty()).then(|| v.into());
+    let value = |v: &str| unescape(v).filter(|v| !v.is_empty()).map(Box::from);
     if s == "global" {
         return Some(Selector::Global);
     }
     let (kind, rest) = s.split_once(':')?;
     match kind {
-        "session" => nonempty(rest).map(Selector::Session),
-        "sub" => nonempty(rest).map(Selector::Sub),
+        "session" => value(rest).map(Selector::Session),
+        "sub" => value(rest).map(Selector::Sub),
         "sha256" => token_hash::parse_hex_sha256(rest).map(Selector::TokenSha256),
         "claim" => {
-            let (name, value) = rest.split_once('=')?;
+            let (name, v) = rest.split_once('=')?;
             Some(Selector::Claim {
-                name: nonempty(name)?,
-                value: nonempty(value)?,
+                name: value(name)?,
+                value: value(v)?,
             })
         }
         _ => None,
     }
+}
+
+/// A selector value as an id writes it: `%` and `@` percent-escaped.
+struct Escaped<'a>(&'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(at) = rest.find(['%', '@']) {
+            f.write_str(&rest[..at])?;
+            f.write_str(if rest[at..].starts_with('%') {
+                "%25"
+            } else {
+                "%40"
+            })?;
+            rest = &rest[at + 1..];
+        }
+        f.write_str(rest)
+    }
+}
+
+/// The inverse of [`Escaped`]; None for any other `%` sequence.
+fn unescape(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let code = rest.get(at..at + 3)?;
+        out.push(match code {
+            "%25" => '%',
+            "%40" => '@',
+            _ => return None,
+        });
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 fn rule_id(selector: &Selector, iss: Option<&str>) -> String {
@@ -196,13 +230,15 @@ fn rule_id(selector: &Selector, iss: Option<&str>) -> String {
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Selector::Session(s) => write!(f, "session:{s}"),
-            Selector::Sub(s) => write!(f, "sub:{s}"),
+            Selector::Session(s) => write!(f, "session:{}", Escaped(s)),
+            Selector::Sub(s) => write!(f, "sub:{}", Escaped(s)),
             Selector::TokenSha256(h) => {
                 f.write_str("sha256:")?;
                 h.iter().try_for_each(|b| write!(f, "{b:02x}"))
             }
-            Selector::Claim { name, value } => write!(f, "claim:{name}={value}"),
+            Selector::Claim { name, value } => {
+                write!(f, "claim:{}={}", Escaped(name), Escaped(value))
+            }
             Selector::Global => f.write_str("global"),
         }
     }

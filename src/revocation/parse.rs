@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::token_hash::parse_hex_sha256;
-use super::{Rule, RuleTable, Scope, Selector, UnixTime};
+use super::{EARLIEST_TIME, LATEST_TIME, Rule, RuleTable, Scope, Selector, UnixTime};
 
 /// A rules file larger than this is refused before parsing (also after gunzip, so a small
 /// gzip bomb cannot expand without bound). A million rules take about 45 MB of JSON.
@@ -493,7 +493,10 @@ impl RawRule {
                     "give either ttl_seconds or expires_at, not both".into(),
                 ),
                 (Origin::Api { now_ms }, Scalar::Int(n)) if *n > 0 => {
-                    expires_at = Some(now_ms.div_euclid(1000).saturating_add(*n));
+                    match real_date(now_ms.div_euclid(1000).saturating_add(*n)) {
+                        Ok(at) => expires_at = Some(at),
+                        Err(m) => err("ttl_seconds", m),
+                    }
                 }
                 (Origin::Api { .. }, _) => err(
                     "ttl_seconds",
@@ -555,7 +558,7 @@ impl RawRule {
 /// caller passes the current time in milliseconds.
 fn timestamp(v: &Scalar, now_ms: Option<i64>) -> Result<UnixTime, String> {
     const EXPECTED: &str = "not an RFC 3339 time or Unix seconds";
-    match v {
+    let t = match v {
         Scalar::Int(n) => Ok(*n),
         Scalar::Str(s) if s == "now" => match now_ms {
             Some(ms) => Ok(ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)),
@@ -570,6 +573,19 @@ fn timestamp(v: &Scalar, now_ms: Option<i64>) -> Result<UnixTime, String> {
             .or_else(|_| s.parse::<i64>())
             .map_err(|_| EXPECTED.to_string()),
         Scalar::Other(_) => Err(EXPECTED.to_string()),
+    }?;
+    real_date(t)
+}
+
+/// A time within the years 0000 to 9999, or why not: beyond them lie only the edges of
+/// `i64`, which a push could use to break arithmetic on rule times.
+fn real_date(t: UnixTime) -> Result<UnixTime, String> {
+    if (EARLIEST_TIME..=LATEST_TIME).contains(&t) {
+        Ok(t)
+    } else {
+        Err(format!(
+            "{t} is not a real date (times must lie between the years 0000 and 9999, Unix seconds {EARLIEST_TIME} to {LATEST_TIME})"
+        ))
     }
 }
 
@@ -679,6 +695,28 @@ mod tests {
             .validate("rule", Origin::Api { now_ms: 1_000_000 })
             .unwrap();
         assert_eq!(on_the_second.scope.issued_before(), Some(1000));
+    }
+
+    #[test]
+    fn times_beyond_any_real_date_are_refused_with_the_field_named() {
+        // i64::MAX once collided with the internal "no cutoff" marker: the rule became a
+        // cutoff-less global rule that the next start refused (issue 13).
+        let e = errors(
+            r#"{"rules":[{"issued_before":9223372036854775807},{"sub":"a","expires_at":"253402300800"}]}"#,
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("rules[0].issued_before: "), "{e:?}");
+        assert!(e[0].contains("9999"), "{e:?}");
+        assert!(e[1].starts_with("rules[1].expires_at: "), "{e:?}");
+        let last_second = r#"{"rules":[{"issued_before":"9999-12-31T23:59:59Z"}]}"#;
+        assert_eq!(parse_json(last_second).unwrap().len(), 1);
+
+        let raw: RawRule =
+            serde_json::from_str(r#"{"session":"s","ttl_seconds":9223372036854775807}"#).unwrap();
+        let e = raw
+            .validate("rule", Origin::Api { now_ms: 1_000 })
+            .unwrap_err();
+        assert!(e[0].starts_with("rule.ttl_seconds: "), "{e:?}");
     }
 
     #[test]

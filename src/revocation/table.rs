@@ -19,11 +19,34 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 use serde_json::Value;
 
-use super::{Rule, Scope, Selector, TokenFacts, UnixTime};
+use super::{LATEST_TIME, Rule, Scope, Selector, TokenFacts, UnixTime};
 
-/// `issued_before`/`expires_at` stored as `UnixTime::MAX` mean "absent": every `iat` is
-/// before it, and the rule never expires, which makes "the later one wins" a plain `max`.
-const UNBOUNDED: UnixTime = UnixTime::MAX;
+/// A rule's `issued_before` or `expires_at` as a table stores it: a time, or [`Limit::NEVER`]
+/// when the rule has none, ordered after every time. So "the later one wins" (SPEC §3 merge)
+/// is a plain `max`, and "no cutoff" covers every `iat`.
+///
+/// 8 bytes where an `Option<i64>` takes 16 (a million rules hold two each). `NEVER` cannot
+/// collide with a time a rule names: rules are parsed only up to [`LATEST_TIME`], and
+/// [`Limit::at`] caps any later time there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Limit(UnixTime);
+
+impl Limit {
+    const NEVER: Limit = Limit(UnixTime::MAX);
+
+    fn at(t: Option<UnixTime>) -> Limit {
+        t.map_or(Limit::NEVER, |t| Limit(t.min(LATEST_TIME)))
+    }
+
+    fn time(self) -> Option<UnixTime> {
+        (self != Limit::NEVER).then_some(self.0)
+    }
+
+    /// True when `t` is strictly before this limit.
+    fn after(self, t: UnixTime) -> bool {
+        self.time().is_none_or(|l| t < l)
+    }
+}
 
 /// A rule's scope as a table stores it: issuer and reason as interned string numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,13 +54,13 @@ struct Packed {
     /// 0 for none, else 1 + index into the table's strings.
     iss: u32,
     reason: u32,
-    issued_before: UnixTime,
-    expires_at: UnixTime,
+    issued_before: Limit,
+    expires_at: Limit,
 }
 
 impl Packed {
     fn is_live(&self, now: UnixTime) -> bool {
-        now < self.expires_at
+        self.expires_at.after(now)
     }
 
     /// SPEC §3: a token with no `iat` counts as issued before any cutoff.
@@ -50,7 +73,7 @@ impl Packed {
     ) -> bool {
         self.is_live(now)
             && (self.iss == 0 || strings.get(self.iss).is_some_and(|i| **i == *token_iss))
-            && iat.is_none_or(|iat| iat < self.issued_before)
+            && iat.is_none_or(|iat| self.issued_before.after(iat))
     }
 
     /// SPEC §3: two rules with one id merge, the later `issued_before` and `expires_at` win.
@@ -66,12 +89,13 @@ impl Packed {
     /// expired on its own.
     fn moot_after(&self, max_token_lifetime: Option<UnixTime>) -> Option<UnixTime> {
         let lifetime = max_token_lifetime?;
-        (self.issued_before != UNBOUNDED).then(|| self.issued_before.saturating_add(lifetime))
+        self.issued_before
+            .time()
+            .map(|t| t.saturating_add(lifetime))
     }
 
     fn ends_at(&self, max_token_lifetime: Option<UnixTime>) -> Option<UnixTime> {
-        let expiry = (self.expires_at != UNBOUNDED).then_some(self.expires_at);
-        [expiry, self.moot_after(max_token_lifetime)]
+        [self.expires_at.time(), self.moot_after(max_token_lifetime)]
             .into_iter()
             .flatten()
             .min()
@@ -307,8 +331,8 @@ pub struct RuleTable {
     /// so the expiry timer never scans a million rules. A merge or removal can leave them
     /// earlier than the truth, which costs at most one needless prune (that rebuilds them
     /// exactly), never a missed expiry.
-    min_expires_at: UnixTime,
-    min_issued_before: UnixTime,
+    min_expires_at: Limit,
+    min_issued_before: Limit,
 }
 
 impl Default for RuleTable {
@@ -321,8 +345,8 @@ impl Default for RuleTable {
             claims: HashMap::new(),
             global: Vec::new(),
             len: 0,
-            min_expires_at: UNBOUNDED,
-            min_issued_before: UNBOUNDED,
+            min_expires_at: Limit::NEVER,
+            min_issued_before: Limit::NEVER,
         }
     }
 }
@@ -353,16 +377,16 @@ impl RuleTable {
         Packed {
             iss: self.strings.intern(scope.iss.as_deref()),
             reason: self.strings.intern(scope.reason.as_deref()),
-            issued_before: scope.issued_before().unwrap_or(UNBOUNDED),
-            expires_at: scope.expires_at().unwrap_or(UNBOUNDED),
+            issued_before: Limit::at(scope.issued_before()),
+            expires_at: Limit::at(scope.expires_at()),
         }
     }
 
     fn unpack(&self, p: &Packed) -> Scope {
         Scope::new(
             self.strings.get(p.iss).cloned(),
-            (p.issued_before != UNBOUNDED).then_some(p.issued_before),
-            (p.expires_at != UNBOUNDED).then_some(p.expires_at),
+            p.issued_before.time(),
+            p.expires_at.time(),
             self.strings.get(p.reason).map(|r| Box::from(&**r)),
         )
     }
@@ -617,11 +641,20 @@ fn claim_values(claim: &Value) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
 }
 
 /// A scalar claim as the text a rule names it by: a string as is, a number or boolean as
-/// its JSON text (so `sub: 12345` matches the rule `sub: 12345`); other JSON has none.
+/// its JSON text (so `sub: 12345` matches the rule `sub: 12345`); other JSON has none. A
+/// float that is a whole number is the integer's text: JSON does not tell `12345.0` from
+/// `12345` (RFC 8259 §6), and issuers that write every number as a float exist.
 pub fn claim_text(v: &Value) -> Option<Cow<'_, str>> {
+    /// 2^63: below it every whole float converts to `i64` exactly.
+    const I64_RANGE: f64 = 9_223_372_036_854_775_808.0;
     match v {
         Value::String(s) => Some(Cow::Borrowed(s.as_str())),
-        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < I64_RANGE => {
+                Some(Cow::Owned((f as i64).to_string()))
+            }
+            _ => Some(Cow::Owned(n.to_string())),
+        },
         Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         _ => None,
     }

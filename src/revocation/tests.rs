@@ -280,15 +280,46 @@ fn the_snapshot_reports_which_layer_matched() {
 #[test]
 fn ids_parse_back_even_when_values_contain_at_signs() {
     let r = rule(json!({"sub": "alice@example.com", "iss": "https://auth"}));
-    let candidates = parse_id(&r.id());
-    assert!(candidates.contains(&(r.selector.clone(), Some("https://auth".into()))));
-    assert!(
-        parse_id("sub:alice@example.com")
-            .contains(&(Selector::Sub("alice@example.com".into()), None))
+    assert_eq!(r.id(), "sub:alice%40example.com@https://auth");
+    assert_eq!(
+        parse_id(&r.id()),
+        Some((r.selector.clone(), Some("https://auth".into())))
     );
-    assert_eq!(parse_id("global"), vec![(Selector::Global, None)]);
-    assert!(parse_id("nonsense").is_empty());
-    assert!(parse_id("sha256:zz").is_empty());
+    assert_eq!(
+        parse_id("sub:alice%40example.com"),
+        Some((Selector::Sub("alice@example.com".into()), None))
+    );
+    assert_eq!(parse_id("global"), Some((Selector::Global, None)));
+    assert_eq!(parse_id("nonsense"), None);
+    assert_eq!(parse_id("sha256:zz"), None);
+    assert_eq!(
+        parse_id("sub:a%zz"),
+        None,
+        "an escape other than %25 or %40"
+    );
+}
+
+#[test]
+fn a_value_with_an_at_sign_and_an_issuer_never_share_an_id() {
+    // Issue 13: both were `sub:a@ISS`, and GET/DELETE by id reached only one of them.
+    let in_value = rule(json!({"sub": "a@ISS"}));
+    let with_iss = rule(json!({"sub": "a", "iss": "ISS"}));
+    assert_ne!(in_value.id(), with_iss.id());
+    assert_eq!(
+        with_iss.id(),
+        "sub:a@ISS",
+        "ordinary values keep SPEC §3's ids"
+    );
+    for r in [
+        in_value,
+        with_iss,
+        rule(json!({"session": "100%@x", "iss": "i@j"})),
+        rule(json!({"claim": "e@mail", "value": "a=b@c%", "iss": "ISS"})),
+    ] {
+        let iss = r.scope.iss.as_deref().map(str::to_owned);
+        let parsed: Vec<_> = parse_id(&r.id()).into_iter().collect();
+        assert_eq!(parsed, vec![(r.selector.clone(), iss)], "{}", r.id());
+    }
 }
 
 #[test]
@@ -303,4 +334,44 @@ fn a_rule_written_as_json_reads_back_as_the_same_rule() {
         let back = rule(serde_json::Value::Object(original.to_json()));
         assert_eq!(back, original);
     }
+}
+
+#[test]
+fn the_latest_real_times_survive_a_table_unchanged() {
+    let last = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let mut t = RuleTable::default();
+    t.insert(Rule {
+        selector: Selector::Global,
+        scope: Scope::new(None, Some(last), Some(last), None),
+    });
+    let r = t.get(&Selector::Global, None).unwrap();
+    assert_eq!(r.scope.issued_before(), Some(last));
+    assert_eq!(r.scope.expires_at(), Some(last));
+    assert!(r.scope.is_live(last - 1));
+    assert!(!r.scope.is_live(last));
+    // A scope holds any time as given: no value of it means "absent".
+    let far = Scope::new(None, Some(UnixTime::MAX), Some(UnixTime::MAX), None);
+    assert_eq!(far.issued_before(), Some(UnixTime::MAX));
+    assert_eq!(far.expires_at(), Some(UnixTime::MAX));
+}
+
+#[test]
+fn a_number_written_as_a_float_in_the_token_matches_the_integer_rule() {
+    // JSON does not tell 12345 from 12345.0; some issuers write every number as a float.
+    assert_eq!(claim_text(&json!(12345.0)).as_deref(), Some("12345"));
+    assert_eq!(claim_text(&json!(-7.0)).as_deref(), Some("-7"));
+    assert_eq!(claim_text(&json!(1.5)).as_deref(), Some("1.5"));
+    let t = table(&[json!({"claim": "uid", "value": 12345})]);
+    assert_eq!(
+        Token::new(json!({"uid": 12345.0}))
+            .revoked_by(&t, NOW)
+            .as_deref(),
+        Some("claim:uid=12345")
+    );
+    assert_eq!(
+        Token::new(json!({"uid": [1.0, 12345.0]}))
+            .revoked_by(&t, NOW)
+            .as_deref(),
+        Some("claim:uid=12345")
+    );
 }
