@@ -482,3 +482,29 @@ async fn a_gzipped_rules_file_loads_and_reloads() {
     assert_eq!(outcome_from_check(&veto, &second_jwt).await, "revoked");
     assert_eq!(outcome_from_check(&veto, &first_jwt).await, "allowed");
 }
+
+#[test]
+fn a_yaml_rules_file_with_a_selector_yaml_reads_as_a_number_is_refused_asking_for_quotes() {
+    // Unquoted, YAML reads `+15551234567` as the number 15551234567: veto would block a
+    // subject nobody has and leave the phone number allowed. The same file is what a
+    // reload reads, so `check-rules` answers for both.
+    let dir = VetoDir::new();
+    let unquoted = dir.write(
+        "rules.yaml",
+        "rules:\n  - sub: \"+15551234567\"\n  - sub: +15551234567\n  - session: 0x1F\n",
+    );
+    crate::common::run_veto([Path::new("check-rules"), &unquoted])
+        .assert_exit(1)
+        .assert_stderr_names(&[
+            "rules.yaml",
+            r#"rules[1].sub: write "+15551234567" in quotes: unquoted, YAML reads it as the number 15551234567"#,
+            r#"rules[2].session: write "0x1F" in quotes"#,
+        ]);
+
+    let quoted = dir.write(
+        "quoted.yaml",
+        "rules:\n  - sub: \"+15551234567\"\n  - session: '0x1F'\n  - sub: 12345\n",
+    );
+    let run = crate::common::run_veto([Path::new("check-rules"), &quoted]);
+    assert!(run.success().contains("3 rules"), "{}", run.output());
+}

@@ -6,6 +6,7 @@
 //! (once as raw rules and once as tables). Errors are collected, not returned at the first,
 //! because `veto check-rules` prints them all.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,10 @@ pub const MAX_RULES_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Longest selector value or issuer accepted; no real `jti`, `sub` or claim is near it.
 const MAX_VALUE_BYTES: usize = 4096;
+
+/// [`Scalar::Other`]'s names for numbers that are not an `i64`.
+const FLOAT: &str = "a floating-point number";
+const TOO_LARGE: &str = "an integer that is too large";
 
 /// A rules file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -117,27 +122,65 @@ pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<RuleTable, RulesError> {
             "the file is empty; write {\"rules\": []} for no rules".into(),
         ));
     }
-    let mut collector = Collector::new(Origin::File);
-    // A session rule takes about 40 bytes of JSON; sizing the tables for that up front saves
-    // the repeated rehashing of a growing million-entry table (the table is shrunk to fit
-    // once complete).
-    collector.table = RuleTable::with_capacity(bytes.len() / 40);
-    if yaml {
-        let de = yaml_serde::Deserializer::from_slice(bytes);
-        RulesDocument(&mut collector)
-            .deserialize(de)
-            .map_err(|e| syntax(e.to_string()))?;
+    let collector = if yaml {
+        let mut first = read_yaml(bytes, YamlNumbers::Note(Vec::new())).map_err(syntax)?;
+        match std::mem::replace(&mut first.yaml_numbers, YamlNumbers::Ignore) {
+            YamlNumbers::Note(noted) if !noted.is_empty() => {
+                drop(first);
+                read_yaml(bytes, YamlNumbers::Read(noted.into())).map_err(syntax)?
+            }
+            _ => first,
+        }
     } else {
+        let mut collector = Collector::for_file(bytes.len(), YamlNumbers::Ignore);
         let mut de = serde_json::Deserializer::from_slice(bytes);
         RulesDocument(&mut collector)
             .deserialize(&mut de)
             .and_then(|()| de.end())
             .map_err(|e| syntax(e.to_string()))?;
-    }
+        collector
+    };
     collector.finish().map_err(|errors| RulesError::Invalid {
         file: file.to_path_buf(),
         errors,
     })
+}
+
+/// One read of a YAML rules file (see [`YamlNumbers`] for why there may be two).
+fn read_yaml(bytes: &[u8], yaml_numbers: YamlNumbers) -> Result<Collector, String> {
+    let mut collector = Collector::for_file(bytes.len(), yaml_numbers);
+    let de = yaml_serde::Deserializer::from_slice(bytes);
+    RulesDocument(&mut collector)
+        .deserialize(de)
+        .map_err(|e| e.to_string())?;
+    Ok(collector)
+}
+
+/// Selector values a YAML file wrote unquoted and YAML read as numbers.
+///
+/// YAML reads `+15551234567`, `0x1F`, `0o17` and `0b101` as the numbers 15551234567, 31, 15
+/// and 5: the rule would block `sub:15551234567`, and the phone-number subject it was
+/// written for would stay allowed (issue 13). Only a number written in plain decimal says
+/// what it means, so any other is refused with a request for quotes. The YAML library hands
+/// a visitor either a plain scalar's type (`deserialize_any`) or its text as written
+/// (`deserialize_str`), never both; so a file with a numeric selector is read twice: the
+/// first read notes each one, the second reads their text.
+enum YamlNumbers {
+    /// JSON, or the admin API (a JSON number is written one way only).
+    Ignore,
+    /// The first read of a YAML file: notes each selector field read as a number.
+    Note(Vec<NotedNumber>),
+    /// The second read: the noted fields whose text is read, in file order from the next
+    /// rule object on.
+    Read(VecDeque<NotedNumber>),
+}
+
+/// A selector field that YAML read as a number in the first read.
+struct NotedNumber {
+    /// Which rule object of the file (counted across every `rules` list).
+    rule: usize,
+    field: &'static str,
+    value: Scalar,
 }
 
 /// Validated rules and the errors met so far.
@@ -146,6 +189,9 @@ pub struct Collector {
     table: RuleTable,
     errors: Vec<String>,
     saw_rules: bool,
+    /// Rule objects read so far, across every `rules` list (numbers [`NotedNumber::rule`]).
+    read: usize,
+    yaml_numbers: YamlNumbers,
 }
 
 impl Collector {
@@ -155,10 +201,57 @@ impl Collector {
             table: RuleTable::default(),
             errors: Vec::new(),
             saw_rules: false,
+            read: 0,
+            yaml_numbers: YamlNumbers::Ignore,
         }
     }
 
+    /// A collector for a file of `len` bytes.
+    fn for_file(len: usize, yaml_numbers: YamlNumbers) -> Collector {
+        Collector {
+            // A session rule takes about 40 bytes of JSON; sizing the tables for that up
+            // front saves the repeated rehashing of a growing million-entry table (the table
+            // is shrunk to fit once complete).
+            table: RuleTable::with_capacity(len / 40),
+            yaml_numbers,
+            ..Collector::new(Origin::File)
+        }
+    }
+
+    /// The fields of the next rule object, if there is one, whose text is to be read
+    /// (second YAML read only).
+    fn next_written_numbers(&self) -> Vec<(&'static str, Scalar)> {
+        let YamlNumbers::Read(noted) = &self.yaml_numbers else {
+            return Vec::new();
+        };
+        noted
+            .iter()
+            .take_while(|n| n.rule == self.read)
+            .map(|n| (n.field, n.value.clone()))
+            .collect()
+    }
+
     fn add(&mut self, path: &str, raw: RawRule) {
+        match &mut self.yaml_numbers {
+            YamlNumbers::Ignore => {}
+            YamlNumbers::Note(noted) => {
+                for (field, value) in raw.text_selectors() {
+                    if let Some(value) = value.filter(|v| v.is_number()) {
+                        noted.push(NotedNumber {
+                            rule: self.read,
+                            field,
+                            value: value.clone(),
+                        });
+                    }
+                }
+            }
+            YamlNumbers::Read(noted) => {
+                while noted.front().is_some_and(|n| n.rule == self.read) {
+                    noted.pop_front();
+                }
+            }
+        }
+        self.read += 1;
         match raw.validate(path, self.origin) {
             Ok(rule) => self.table.insert(rule),
             Err(errors) => self.errors.extend(errors),
@@ -226,11 +319,14 @@ impl<'de> Visitor<'de> for RulesList<'_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut i = 0usize;
-        while let Some(raw) = seq.next_element::<RawRule>()? {
+        loop {
+            let written_numbers = self.0.next_written_numbers();
+            let Some(raw) = seq.next_element_seed(RawRuleSeed(&written_numbers))? else {
+                return Ok(());
+            };
             self.0.add(&format!("rules[{i}]"), raw);
             i += 1;
         }
-        Ok(())
     }
 }
 
@@ -241,6 +337,32 @@ pub enum Scalar {
     Int(i64),
     /// Anything else (a float, a bool, null, a list, an object), named for the error.
     Other(&'static str),
+}
+
+impl Scalar {
+    fn is_number(&self) -> bool {
+        matches!(self, Scalar::Int(_) | Scalar::Other(FLOAT | TOO_LARGE))
+    }
+}
+
+/// A scalar's text as written: for a YAML plain scalar, before YAML gives it a type.
+struct WrittenText;
+
+impl<'de> DeserializeSeed<'de> for WrittenText {
+    type Value = String;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for WrittenText {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a scalar")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
 }
 
 impl<'de> serde::Deserialize<'de> for Scalar {
@@ -261,11 +383,17 @@ impl<'de> serde::Deserialize<'de> for Scalar {
                 Ok(Scalar::Int(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(i64::try_from(v)
-                    .map_or(Scalar::Other("an integer that is too large"), Scalar::Int))
+                Ok(i64::try_from(v).map_or(Scalar::Other(TOO_LARGE), Scalar::Int))
+            }
+            // YAML reads integers beyond 64 bits as 128-bit ones.
+            fn visit_i128<E: de::Error>(self, _: i128) -> Result<Scalar, E> {
+                Ok(Scalar::Other(TOO_LARGE))
+            }
+            fn visit_u128<E: de::Error>(self, _: u128) -> Result<Scalar, E> {
+                Ok(Scalar::Other(TOO_LARGE))
             }
             fn visit_f64<E: de::Error>(self, _: f64) -> Result<Scalar, E> {
-                Ok(Scalar::Other("a fractional number"))
+                Ok(Scalar::Other(FLOAT))
             }
             fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalar, E> {
                 Ok(Scalar::Other("a boolean"))
@@ -304,20 +432,35 @@ pub struct RawRule {
     pub reason: Option<Scalar>,
     pub ttl_seconds: Option<Scalar>,
     pub unknown: Vec<String>,
+    /// The text as written of selector fields that YAML read as numbers (filled only by the
+    /// second read of a YAML file; see [`YamlNumbers`]).
+    pub written_numbers: Vec<(&'static str, String)>,
     /// Set when the element was not an object at all (what it was instead).
     pub not_an_object: Option<&'static str>,
 }
 
 impl<'de> serde::Deserialize<'de> for RawRule {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawRule, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
+        RawRuleSeed(&[]).deserialize(d)
+    }
+}
+
+/// Reads a [`RawRule`]; the listed fields (with the value the first read gave them) are
+/// read as text, as written (see [`YamlNumbers`]).
+struct RawRuleSeed<'a>(&'a [(&'static str, Scalar)]);
+
+impl<'de> DeserializeSeed<'de> for RawRuleSeed<'_> {
+    type Value = RawRule;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawRule, D::Error> {
+        struct V<'a>(&'a [(&'static str, Scalar)]);
+        impl<'de> Visitor<'de> for V<'_> {
             type Value = RawRule;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a rule object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRule, A::Error> {
                 let mut r = RawRule::default();
+                let mut written_numbers = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
                     let slot = match key.as_str() {
                         "session" => &mut r.session,
@@ -336,8 +479,15 @@ impl<'de> serde::Deserialize<'de> for RawRule {
                             continue;
                         }
                     };
-                    *slot = Some(map.next_value()?);
+                    *slot = Some(match self.0.iter().find(|(field, _)| *field == key) {
+                        Some((field, value)) => {
+                            written_numbers.push((*field, map.next_value_seed(WrittenText)?));
+                            value.clone()
+                        }
+                        None => map.next_value()?,
+                    });
                 }
+                r.written_numbers = written_numbers;
                 Ok(r)
             }
             fn visit_str<E: de::Error>(self, _: &str) -> Result<RawRule, E> {
@@ -363,11 +513,23 @@ impl<'de> serde::Deserialize<'de> for RawRule {
                 Ok(RawRule::not_an_object("a list"))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(self.0))
     }
 }
 
 impl RawRule {
+    /// The selector fields whose value is text that may be written as a number
+    /// (`sub: 12345`).
+    fn text_selectors(&self) -> [(&'static str, Option<&Scalar>); 5] {
+        [
+            ("session", self.session.as_ref()),
+            ("sub", self.sub.as_ref()),
+            ("token_sha256", self.token_sha256.as_ref()),
+            ("claim", self.claim.as_ref()),
+            ("value", self.value.as_ref()),
+        ]
+    }
+
     fn not_an_object(what: &'static str) -> RawRule {
         RawRule {
             not_an_object: Some(what),
@@ -401,6 +563,25 @@ impl RawRule {
 
         let text = |field: &str, v: &Option<Scalar>, err: &mut dyn FnMut(&str, String)| {
             let v = v.as_ref()?;
+            // Of a key written twice, the last occurrence gives the value, so its text counts.
+            let written = self.written_numbers.iter().rev().find(|(f, _)| *f == field);
+            if let Some((_, written)) = written {
+                let read_as = match v {
+                    Scalar::Int(n) if n.to_string() == *written => None,
+                    Scalar::Int(n) => Some(format!("the number {n}")),
+                    Scalar::Other(what) => Some((*what).to_owned()),
+                    Scalar::Str(_) => None,
+                };
+                if let Some(read_as) = read_as {
+                    err(
+                        field,
+                        format!(
+                            "write \"{written}\" in quotes: unquoted, YAML reads it as {read_as}"
+                        ),
+                    );
+                    return None;
+                }
+            }
             match v {
                 Scalar::Str(s) if s.is_empty() => err(field, "must not be empty".into()),
                 Scalar::Str(s) if s.len() > MAX_VALUE_BYTES => {
@@ -746,5 +927,121 @@ mod tests {
         assert_eq!(timestamp(&Scalar::Int(42), None), Ok(42));
         assert_eq!(timestamp(&Scalar::Str("42".into()), None), Ok(42));
         assert!(timestamp(&Scalar::Other("a boolean"), None).is_err());
+    }
+
+    fn parse_yaml(s: &str) -> Result<RuleTable, RulesError> {
+        parse_bytes(s.as_bytes(), Path::new("rules.yaml"))
+    }
+
+    fn yaml_errors(s: &str) -> Vec<String> {
+        match parse_yaml(s) {
+            Err(RulesError::Invalid { errors, .. }) => errors,
+            other => panic!("expected validation errors, got {other:?}"),
+        }
+    }
+
+    fn ids(t: &RuleTable) -> Vec<String> {
+        let mut ids: Vec<String> = t.rules().map(|r| r.id()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn a_yaml_selector_that_yaml_reads_as_a_signed_or_radix_number_asks_for_quotes() {
+        // Unquoted, YAML reads each of these as a number (`+15551234567` as 15551234567):
+        // the rule would block `sub:15551234567` and leave the phone number it meant allowed.
+        let e = yaml_errors(
+            "rules:
+  - sub: +15551234567
+  - session: 0x1F
+  - claim: code
+    value: 0o17
+  - sub: fine
+    colour: red
+  - sub: 0b101
+  - token_sha256: -0
+  - sub: &phone +4930123456
+  - session: *phone
+",
+        );
+        let quote = |path: &str, written: &str, number: &str| {
+            format!(
+                "{path}: write \"{written}\" in quotes: unquoted, YAML reads it as the number {number}"
+            )
+        };
+        assert_eq!(
+            e,
+            vec![
+                quote("rules[0].sub", "+15551234567", "15551234567"),
+                quote("rules[1].session", "0x1F", "31"),
+                quote("rules[2].value", "0o17", "15"),
+                "rules[3].colour: unknown field (expected session, sub, token_sha256, claim, value, iss, issued_before, expires_at, reason)".to_owned(),
+                quote("rules[4].sub", "0b101", "5"),
+                quote("rules[5].token_sha256", "-0", "0"),
+                quote("rules[6].sub", "+4930123456", "4930123456"),
+                quote("rules[7].session", "+4930123456", "4930123456"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_yaml_selector_that_yaml_reads_as_a_float_or_a_huge_integer_asks_for_quotes() {
+        let e = yaml_errors(
+            "rules:\n  - sub: 1e3\n  - claim: id\n    value: 110169484474386276334\n  - sub: 12.50\n",
+        );
+        assert_eq!(
+            e,
+            vec![
+                "rules[0].sub: write \"1e3\" in quotes: unquoted, YAML reads it as a floating-point number",
+                "rules[1].value: write \"110169484474386276334\" in quotes: unquoted, YAML reads it as an integer that is too large",
+                "rules[2].sub: write \"12.50\" in quotes: unquoted, YAML reads it as a floating-point number",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_rules_list_of_a_yaml_file_is_checked_for_numbers() {
+        // A second `rules` key starts its paths at rules[0] again; the check must still find
+        // the field it noted, not the first list's rule 0.
+        let e = yaml_errors("rules:\n  - sub: a\nrules:\n  - sub: 0x1F\n");
+        assert_eq!(
+            e,
+            vec![
+                "rules[0].sub: write \"0x1F\" in quotes: unquoted, YAML reads it as the number 31"
+            ]
+        );
+    }
+
+    #[test]
+    fn quoted_yaml_selectors_are_text_and_plain_decimal_integers_stay_numbers() {
+        let t = parse_yaml(
+            "rules:
+  - sub: \"+15551234567\"
+  - session: '0x1F'
+  - sub: 007
+  - sub: 12345
+  - claim: level
+    value: -5
+  - session: 0
+  - sub: 1_000
+    issued_before: +1700000000
+",
+        )
+        .unwrap();
+        // `007` and `1_000` are text to YAML 1.2, as written; a time may be any integer.
+        assert_eq!(
+            ids(&t),
+            [
+                "claim:level=-5",
+                "session:0",
+                "session:0x1F",
+                "sub:+15551234567",
+                "sub:007",
+                "sub:12345",
+                "sub:1_000",
+            ]
+        );
+        let json = parse_json(r#"{"rules":[{"sub":15551234567},{"session":"+1"}]}"#).unwrap();
+        assert_eq!(ids(&json), ["session:+1", "sub:15551234567"]);
     }
 }
