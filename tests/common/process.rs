@@ -5,6 +5,7 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{http_client, poll_until};
@@ -16,7 +17,7 @@ pub struct Process {
     stdout: PathBuf,
     stderr: PathBuf,
     /// Set once a panic message has carried the log, so `drop` does not print it twice.
-    log_shown: bool,
+    log_shown: AtomicBool,
 }
 
 impl Process {
@@ -37,7 +38,7 @@ impl Process {
             child,
             stdout,
             stderr,
-            log_shown: false,
+            log_shown: AtomicBool::new(false),
         }
     }
 
@@ -93,7 +94,32 @@ impl Process {
             ),
             None => return,
         };
-        self.log_shown = true;
+        self.fail(&failure);
+    }
+
+    /// Waits until the process has logged `needle`; the whole log then. Panics with the log
+    /// when `timeout` passes first. For a log line that follows something a test observed
+    /// (a metric, an answer): the line is written after the event, sometimes by another
+    /// thread, so it may not be in the file yet at the moment the test looks.
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let mut log = String::new();
+        let found = poll_until(timeout, async || {
+            log = self.log();
+            log.contains(needle)
+        })
+        .await;
+        if !found {
+            self.fail(&format!(
+                "{} did not log `{needle}` within {timeout:?}",
+                self.name
+            ));
+        }
+        log
+    }
+
+    /// Panics with `failure` and the process's log.
+    pub fn fail(&self, failure: &str) -> ! {
+        self.log_shown.store(true, Ordering::Relaxed);
         panic!("{failure}\n{}", self.log());
     }
 }
@@ -105,7 +131,7 @@ impl Drop for Process {
         let _ = self.child.wait();
         // The test is failing: its output (which cargo shows for failed tests) should say
         // what the process saw.
-        if std::thread::panicking() && !self.log_shown {
+        if std::thread::panicking() && !self.log_shown.load(Ordering::Relaxed) {
             eprintln!("{}", self.log());
         }
     }

@@ -24,6 +24,10 @@ pub const GRPC_LISTEN: &str = "$GRPC_LISTEN";
 pub const ADMIN_LISTEN: &str = "$ADMIN_LISTEN";
 pub const DIR: &str = "$DIR";
 
+/// How long a log line may take to appear after the event it reports: veto's logs are
+/// written by a background thread.
+const LOG_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long veto may take to load its keys and rules and report ready: generous, because
 /// a debug build on a CI machine compiling something else can be slow to start.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -224,6 +228,14 @@ impl Veto {
     /// Everything veto has logged so far.
     pub fn log(&self) -> String {
         self.process.log()
+    }
+
+    /// Waits until veto has logged `needle` (see [`LOG_TIMEOUT`]); the whole log then.
+    /// Panics with the log when it does not come. Use it, not [`Veto::log`], to assert a
+    /// line: a line follows the event it reports (a metric moves first, an answer is sent
+    /// first), because a background thread writes veto's logs.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        self.process.wait_for_log(needle, LOG_TIMEOUT).await
     }
 }
 
