@@ -5,9 +5,9 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 use crate::common::{
-    AppSaw, EchoUpstream, Envoy, Pod, SIDECAR_CONFIG, SUBJECT, Token, VetoDir, assert_denied,
-    assert_denied_as_missing_token, denial_reason, free_loopback_addr, http_client, now,
-    other_rsa_key, rsa_public_pem,
+    AppSaw, ClosedPort, EchoUpstream, Envoy, Pod, SIDECAR_CONFIG, SUBJECT, Token, VetoDir,
+    assert_denied, assert_denied_as_missing_token, denial_reason, http_client, now, other_rsa_key,
+    rsa_public_pem,
 };
 
 /// The standard sidecar config (see `common::SIDECAR_CONFIG`).
@@ -210,8 +210,9 @@ async fn tokens_that_try_to_skip_signature_checking_get_401() {
 async fn when_veto_is_unreachable_envoy_answers_503_not_401() {
     // Nothing listens on the veto port: Envoy's status_on_error applies (SPEC §4,
     // "Undecidable"), so clients retry instead of being sent to log in again.
+    let veto = ClosedPort::new();
     let app = EchoUpstream::start().await;
-    let envoy = Envoy::start(free_loopback_addr(), app.addr()).await;
+    let envoy = Envoy::start(veto.addr(), app.addr()).await;
 
     let response = http_client()
         .get(envoy.url("/orders"))

@@ -66,13 +66,47 @@ fn serve(config: &Path) -> Run {
     ]))
 }
 
+/// How many times [`serve_on`] runs veto again when a port it chose was taken.
+const SERVE_ATTEMPTS: u32 = 5;
+
+/// Runs `veto serve` with `config_yaml` as `<dir>/veto.yaml`, `$GRPC_LISTEN` and
+/// `$ADMIN_LISTEN` replaced by `grpc` and `admin`: the address given, or for `None` a
+/// [`free_loopback_addr`]. Another process can take such a port before veto binds it;
+/// when veto says so, it runs again on new ones. The run, and the two addresses.
+fn serve_on(
+    dir: &VetoDir,
+    config_yaml: &str,
+    grpc: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+) -> (Run, SocketAddr, SocketAddr) {
+    for attempt in 1.. {
+        let (grpc_addr, admin_addr) = (
+            grpc.unwrap_or_else(free_loopback_addr),
+            admin.unwrap_or_else(free_loopback_addr),
+        );
+        let config = dir.write("veto.yaml", with_addrs(config_yaml, grpc_addr, admin_addr));
+        let run = serve(&config);
+        let lost = [(grpc, grpc_addr), (admin, admin_addr)]
+            .iter()
+            .any(|(given, addr)| {
+                given.is_none()
+                    && run
+                        .stderr
+                        .contains(&format!("{addr}: Address already in use"))
+            });
+        if !lost || attempt == SERVE_ATTEMPTS {
+            return (run, grpc_addr, admin_addr);
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
 /// Runs `veto serve` with `config_yaml` (its placeholders given free ports) as
 /// `<dir>/veto.yaml`, and asserts that it exits 1 at once, with stderr naming each of
 /// `names`, and that nothing listens on either port.
 fn assert_serve_refuses(dir: &VetoDir, config_yaml: &str, names: &[&str]) {
-    let (grpc, admin) = (free_loopback_addr(), free_loopback_addr());
-    let config = dir.write("veto.yaml", with_addrs(config_yaml, grpc, admin));
-    serve(&config).assert_exit(1).assert_stderr_names(names);
+    let (run, grpc, admin) = serve_on(dir, config_yaml, None, None);
+    run.assert_exit(1).assert_stderr_names(names);
     assert!(
         !listening(admin),
         "the admin port answers after a refused start"
@@ -163,13 +197,12 @@ fn serve_refuses_to_start_when_its_ports_are_taken_naming_the_listener() {
         let squatter = TcpListener::bind("127.0.0.1:0").expect("bind a port to take");
         let taken = squatter.local_addr().expect("read the taken port");
         let (grpc, admin) = match field {
-            "grpc.listen" => (taken, free_loopback_addr()),
-            _ => (free_loopback_addr(), taken),
+            "grpc.listen" => (Some(taken), None),
+            _ => (None, Some(taken)),
         };
-        let config = dir.write("veto.yaml", with_addrs(CONFIG, grpc, admin));
 
-        serve(&config)
-            .assert_exit(1)
+        let (run, _, _) = serve_on(&dir, CONFIG, grpc, admin);
+        run.assert_exit(1)
             .assert_stderr_names(&[field, &taken.to_string()]);
     }
 }

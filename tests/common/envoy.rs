@@ -4,8 +4,12 @@
 //! Templating: each of those files writes every port exactly once, as `port_value: N`
 //! with a distinct N (10000 listener, 8080 app, 9191 veto, 9901 admin), and the UDS file
 //! writes its socket path `/run/veto/veto.sock` exactly once. The harness replaces those
-//! strings, outside comments, with free ports and the test's socket path, and panics when
-//! one is missing or repeated, so a config edit that breaks the scheme fails loudly.
+//! strings, outside comments, with the test's ports and socket path, and panics when one
+//! is missing or repeated, so a config edit that breaks the scheme fails loudly.
+//!
+//! Envoy's own ports (listener and admin) become port 0: the kernel picks free ones as
+//! Envoy binds them, so no other process can take them first. Envoy writes its admin
+//! address to a file (`--admin-address-path`), and its admin API names the listener's.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,10 +17,11 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use serde_json::Value;
 use tempfile::TempDir;
 
-use super::free_loopback_addr;
 use super::process::Process;
+use super::{http_client, poll_until};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -72,12 +77,10 @@ impl Envoy {
         let template = std::fs::read_to_string(&template_path)
             .unwrap_or_else(|e| panic!("read {}: {e}", template_path.display()));
 
-        let listener = free_loopback_addr();
-        let admin = free_loopback_addr();
         let replacements = [
-            port(10000, listener.port()),
+            port(10000, 0),
             port(8080, upstream.port()),
-            port(9901, admin.port()),
+            port(9901, 0),
             veto,
         ];
         let config = replacements
@@ -92,11 +95,14 @@ impl Envoy {
             .expect("create a temp dir for Envoy");
         let config_path = dir.path().join(file);
         std::fs::write(&config_path, config).expect("write the Envoy config");
+        let admin_address_path = dir.path().join("admin-address");
 
         let mut command = Command::new(envoy_binary());
         command
             .arg("--config-path")
             .arg(&config_path)
+            .arg("--admin-address-path")
+            .arg(&admin_address_path)
             // No hot restart, so no shared-memory region in /dev/shm: nothing for parallel
             // Envoys to collide on, and nothing left behind when a test kills Envoy with
             // SIGKILL. The unique base id is kept as a second guard, as STACK.md advises.
@@ -105,10 +111,28 @@ impl Envoy {
             .arg(unique_base_id().to_string())
             .args(["--concurrency", "1", "--log-level", "warning"]);
         let mut process = Process::spawn("envoy", command, dir.path());
+
+        // Envoy writes the file once its admin listener is bound.
+        let mut admin = None;
+        poll_until(READY_TIMEOUT, async || {
+            admin = std::fs::read_to_string(&admin_address_path)
+                .ok()
+                .and_then(|text| text.trim().parse::<SocketAddr>().ok());
+            admin.is_some() || process.has_exited()
+        })
+        .await;
+        let Some(admin) = admin else {
+            process.fail(&format!(
+                "envoy wrote no admin address to {} within {READY_TIMEOUT:?} (or exited)",
+                admin_address_path.display()
+            ));
+        };
         // /ready answers 200 "LIVE" once listeners are up and clusters initialised.
-        process
-            .wait_until_ok(&format!("http://{admin}/ready"), READY_TIMEOUT)
-            .await;
+        let url = format!("http://{admin}/ready");
+        if let Err(not_ready) = process.wait_until_ready(&url, None, READY_TIMEOUT).await {
+            process.fail(&format!("envoy was not ready on {url}: {not_ready:?}"));
+        }
+        let listener = listener_addr(admin).await;
 
         Envoy {
             process,
@@ -117,6 +141,28 @@ impl Envoy {
             _dir: dir,
         }
     }
+}
+
+/// The address Envoy bound its one listener (`ingress`) to, from its admin API.
+async fn listener_addr(admin: SocketAddr) -> SocketAddr {
+    let url = format!("http://{admin}/listeners?format=json");
+    let listeners: Value = http_client()
+        .get(&url)
+        .send()
+        .await
+        .and_then(|response| response.error_for_status())
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url} is not JSON: {e}"));
+    let address = &listeners["listener_statuses"][0]["local_address"]["socket_address"];
+    let (Some(ip), Some(port)) = (address["address"].as_str(), address["port_value"].as_u64())
+    else {
+        panic!("GET {url} names no listener address: {listeners}");
+    };
+    format!("{ip}:{port}")
+        .parse()
+        .unwrap_or_else(|e| panic!("GET {url}: {ip}:{port} is not an address: {e}"))
 }
 
 /// The templates say `address: 127.0.0.1` and the harness only rewrites ports.

@@ -24,11 +24,11 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use tokio::net::TcpSocket;
 use tokio::task::JoinHandle;
 
 use super::process::Process;
 use super::tokens::fixture_key_path;
-use super::{free_loopback_addr, poll_until};
 
 /// Where the discovery document is (OpenID Connect Discovery 1.0 §4).
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
@@ -82,9 +82,16 @@ struct Shared {
 
 /// A fake identity provider at `http://127.0.0.1:<port>`; it runs as a task on the test's
 /// runtime and stops on drop.
+///
+/// The provider keeps its port from start to drop, up or down, so no other process can
+/// take it while veto is told to fetch from it: down, the port is bound but not listening
+/// (connections are refused, as when nothing runs there); [`Idp::up`] makes that same
+/// socket listen.
 pub struct Idp {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    /// The port, bound but not listening, while the provider is down.
+    closed: Option<TcpSocket>,
     /// The server task while the provider is up.
     server: Option<JoinHandle<()>>,
 }
@@ -92,7 +99,7 @@ pub struct Idp {
 impl Idp {
     /// An identity provider that is up and serves `jwks` (see [`jwk_set`]).
     pub async fn start(jwks: Value) -> Idp {
-        let mut idp = Idp::down_with(free_loopback_addr(), jwks);
+        let mut idp = Idp::start_down(jwks);
         idp.up().await;
         idp
     }
@@ -100,12 +107,11 @@ impl Idp {
     /// An identity provider that is down (its port refuses connections) until [`Idp::up`];
     /// it will then serve `jwks`.
     pub fn start_down(jwks: Value) -> Idp {
-        Idp::down_with(free_loopback_addr(), jwks)
-    }
-
-    fn down_with(addr: SocketAddr, jwks: Value) -> Idp {
+        let closed = provider_socket("127.0.0.1:0".parse().expect("a socket address"));
+        let addr = closed.local_addr().expect("read the port the kernel chose");
         Idp {
             addr,
+            closed: Some(closed),
             shared: Arc::new(Shared {
                 base_url: format!("http://{addr}"),
                 answer: Mutex::new(Answer::Keys(jwks, Duration::ZERO)),
@@ -164,14 +170,12 @@ impl Idp {
 
     /// Starts listening on the provider's port (again).
     pub async fn up(&mut self) {
-        if self.server.is_some() {
+        let Some(closed) = self.closed.take() else {
             return;
-        }
-        // Tokio sets SO_REUSEADDR, so the port binds again right after [`Idp::down`] even
-        // with the closed connections still in TIME_WAIT.
-        let listener = tokio::net::TcpListener::bind(self.addr)
-            .await
-            .unwrap_or_else(|e| panic!("bind the fake identity provider at {}: {e}", self.addr));
+        };
+        let listener = closed.listen(1024).unwrap_or_else(|e| {
+            panic!("listen on the fake identity provider's {}: {e}", self.addr)
+        });
         let shared = self.shared.clone();
         let app = Router::new().fallback(move |uri: Uri| answer(shared.clone(), uri));
         self.server = Some(tokio::spawn(async move {
@@ -185,6 +189,8 @@ impl Idp {
     /// says `Connection: close`, so no kept-alive connection outlives this either.
     pub fn down(&mut self) {
         if let Some(server) = self.server.take() {
+            // Bound before the listener closes, so the port is never free for another process.
+            self.closed = Some(provider_socket(self.addr));
             server.abort();
         }
     }
@@ -206,8 +212,28 @@ impl Idp {
 
 impl Drop for Idp {
     fn drop(&mut self) {
-        self.down();
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
     }
+}
+
+/// A socket bound to `addr` (port 0: a free port) with SO_REUSEPORT and not listening:
+/// connections to it are refused. SO_REUSEPORT (not SO_REUSEADDR) is what lets
+/// [`Idp::down`] bind the port again while the listener still holds it and its closed
+/// connections wait in TIME_WAIT (they inherit the option); Linux allows the sharing only
+/// between sockets of the same user that all set it, so veto's and the tests' listeners
+/// (SO_REUSEADDR only) cannot bind the port meanwhile; Envoy sets it too, but the tests'
+/// Envoys bind port 0, and the kernel never picks a bound port for that.
+fn provider_socket(addr: SocketAddr) -> TcpSocket {
+    let socket = TcpSocket::new_v4().expect("create a socket for the fake identity provider");
+    socket
+        .set_reuseport(true)
+        .expect("set SO_REUSEPORT on the fake identity provider's socket");
+    socket
+        .bind(addr)
+        .unwrap_or_else(|e| panic!("bind the fake identity provider to {addr}: {e}"));
+    socket
 }
 
 async fn answer(shared: Arc<Shared>, uri: Uri) -> Response {
@@ -275,18 +301,22 @@ fn discovery_document(base_url: &str) -> Value {
 /// How long Python may take to start serving.
 const TLS_START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The HTTPS server: static files (the discovery document and the JWK Set) from a dir.
+/// What the HTTPS server prints, followed by its port, once it listens.
+const TLS_SERVING: &str = "https idp serving on port ";
+
+/// The HTTPS server: static files (the discovery document and the JWK Set) from a dir, on
+/// a port the kernel picks (port 0), which it prints as [`TLS_SERVING`] and the port.
 /// `do_handshake_on_connect=False` moves each TLS handshake out of the accept loop into the
 /// request's thread, so one client that fails the handshake cannot stall the others.
 const HTTPS_SERVER_PY: &str = r#"
 import functools, http.server, ssl, sys
-port, cert, key, root = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+cert, key, root = sys.argv[1], sys.argv[2], sys.argv[3]
 handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
-server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 context.load_cert_chain(cert, key)
 server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
-print("https idp serving", flush=True)
+print("https idp serving on port", server.server_address[1], flush=True)
 server.serve_forever()
 "#;
 
@@ -371,10 +401,27 @@ impl TlsIdp {
             .expect("create a temp dir for the HTTPS identity provider");
         make_certificates(dir.path());
 
-        let addr = free_loopback_addr();
-        let base_url = format!("https://{addr}");
         let root = dir.path().join("www");
         std::fs::create_dir_all(root.join(".well-known")).expect("create the served dir");
+        let mut command = Command::new("python3");
+        command
+            .arg("-c")
+            .arg(HTTPS_SERVER_PY)
+            .arg(dir.path().join("server.pem"))
+            .arg(dir.path().join("server.key"))
+            .arg(&root);
+        let process = Process::spawn("https-idp", command, dir.path());
+        let log = process.wait_for_log(TLS_SERVING, TLS_START_TIMEOUT).await;
+        let port = log
+            .split(TLS_SERVING)
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .and_then(|port| port.trim().parse::<u16>().ok())
+            .unwrap_or_else(|| process.fail("the HTTPS server printed no port"));
+        let base_url = format!("https://127.0.0.1:{port}");
+
+        // Files are read per request, so they can follow the start: nothing asks before
+        // the test learns the URL.
         std::fs::write(
             root.join(DISCOVERY_PATH.trim_start_matches('/')),
             discovery_document(&base_url).to_string(),
@@ -385,25 +432,6 @@ impl TlsIdp {
             jwks.to_string(),
         )
         .expect("write the JWK Set");
-
-        let mut command = Command::new("python3");
-        command
-            .arg("-c")
-            .arg(HTTPS_SERVER_PY)
-            .arg(addr.port().to_string())
-            .arg(dir.path().join("server.pem"))
-            .arg(dir.path().join("server.key"))
-            .arg(&root);
-        let process = Process::spawn("https-idp", command, dir.path());
-        let serving = poll_until(TLS_START_TIMEOUT, async || {
-            process.log().contains("https idp serving")
-        })
-        .await;
-        assert!(
-            serving,
-            "the Python HTTPS server did not start within {TLS_START_TIMEOUT:?}\n{}",
-            process.log()
-        );
         TlsIdp {
             process,
             base_url,

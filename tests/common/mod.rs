@@ -1,6 +1,11 @@
 //! Test harness: the real `veto` binary, a real Envoy and an in-process echo app, each on
 //! free loopback ports, so tests can run in parallel.
 //!
+//! Ports: every server the harness starts either binds port 0 and reports the port it got
+//! (the echo app, the identity providers, Envoy), or, for veto, which cannot report it, is
+//! started again on new ports when one was taken before it bound it. An address that must
+//! refuse connections is a [`ClosedPort`], never a port that merely was free a moment ago.
+//!
 //! - `veto`: [`VetoDir`] (a temp dir to put keys and rules in) and [`Veto`] (`veto serve`).
 //! - `envoy`: [`Envoy`], started from the repository's own `envoy/envoy.yaml`.
 //! - `upstream`: [`EchoUpstream`], the app behind Envoy; it answers with the headers it got.
@@ -85,14 +90,51 @@ pub async fn poll_until(timeout: Duration, mut condition: impl AsyncFnMut() -> b
 }
 
 /// A loopback address with a port that was free a moment ago: bind port 0, read what the
-/// kernel chose, release it. Another process could take it in between; the kernel hands
-/// out ephemeral ports in rotation, so that is rare, and a process that then fails to bind
-/// exits, which the readiness wait reports with its log.
+/// kernel chose, release it. Another process can take the port before the one it is for
+/// binds it, so use it only where that is guarded: veto's start ([`VetoDir::start`])
+/// tries again on new ports when veto exits saying a port was taken, and so do the
+/// lifecycle tests that run `veto serve` themselves. For a server in the test process,
+/// bind port 0 and keep the listener instead; for an address nothing may answer on, use
+/// [`ClosedPort`].
 pub fn free_loopback_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
     listener
         .local_addr()
         .expect("read the port the kernel chose")
+}
+
+/// A loopback port where connections are refused for as long as this value lives: a
+/// socket bound to it that never listens (for a peer that is down, e.g. veto behind
+/// Envoy). A port that was merely free could be taken by another process meanwhile, and
+/// the test would reach that process instead. Bound without SO_REUSEADDR or SO_REUSEPORT,
+/// so no other socket can bind the port while it is held.
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    addr: SocketAddr,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("create a socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind a free loopback port");
+        let addr = socket.local_addr().expect("read the port the kernel chose");
+        ClosedPort {
+            _socket: socket,
+            addr,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Default for ClosedPort {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The HTTP client for talking to Envoy and the admin API: no proxy (a `http_proxy` set

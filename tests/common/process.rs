@@ -5,6 +5,7 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{http_client, poll_until};
@@ -16,7 +17,7 @@ pub struct Process {
     stdout: PathBuf,
     stderr: PathBuf,
     /// Set once a panic message has carried the log, so `drop` does not print it twice.
-    log_shown: bool,
+    log_shown: AtomicBool,
 }
 
 impl Process {
@@ -37,24 +38,26 @@ impl Process {
             child,
             stdout,
             stderr,
-            log_shown: false,
+            log_shown: AtomicBool::new(false),
         }
     }
 
     /// Everything the process has printed so far, stdout then stderr.
     pub fn log(&self) -> String {
-        let read = |path: &Path| fs::read_to_string(path).unwrap_or_else(|e| format!("({e})"));
-        format!(
-            "--- {name} stdout ---\n{}\n--- {name} stderr ---\n{}",
-            read(&self.stdout),
-            read(&self.stderr),
-            name = self.name,
-        )
+        read_log(self.name, &self.stdout, &self.stderr)
     }
 
     /// The child's process id, e.g. to send it a signal.
     pub fn id(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the process has exited.
+    pub fn has_exited(&mut self) -> bool {
+        self.child
+            .try_wait()
+            .expect("ask whether the child exited")
+            .is_some()
     }
 
     /// Waits up to `timeout` for the process to exit on its own; its exit status, or
@@ -70,32 +73,85 @@ impl Process {
         status
     }
 
-    /// Waits until `GET url` answers 200. Panics with the process's log when `timeout`
-    /// passes first, or at once when the process exits (a bad config, a taken port):
-    /// waiting out the timeout for a dead process only hides the reason.
-    pub async fn wait_until_ok(&mut self, url: &str, timeout: Duration) {
+    /// Waits until `GET url` answers 200 and, when `log_says` is given, the process has
+    /// logged it (e.g. veto's "veto is serving", which proves the port that answered is its
+    /// own and not another process's that took it first). Returns early when the process
+    /// exits (a bad config, a taken port): waiting out the timeout for a dead process only
+    /// hides the reason. On failure, [`Process::fail`] shows the log.
+    pub async fn wait_until_ready(
+        &mut self,
+        url: &str,
+        log_says: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(), NotReady> {
         let http = http_client();
         let mut exited: Option<ExitStatus> = None;
-        let child = &mut self.child;
+        let (name, child) = (self.name, &mut self.child);
+        let (stdout, stderr) = (&self.stdout, &self.stderr);
         let ready = poll_until(timeout, async || {
             if let Some(status) = child.try_wait().expect("ask whether the child exited") {
                 exited = Some(status);
                 return true;
             }
+            if let Some(needle) = log_says
+                && !read_log(name, stdout, stderr).contains(needle)
+            {
+                return false;
+            }
             matches!(http.get(url).send().await, Ok(r) if r.status() == reqwest::StatusCode::OK)
         })
         .await;
-        let failure = match exited {
-            Some(status) => format!("{} exited ({status}) before {url} answered 200", self.name),
-            None if !ready => format!(
-                "{} did not answer 200 on {url} within {timeout:?}",
+        match exited {
+            Some(status) => Err(NotReady::Exited(status)),
+            None if !ready => Err(NotReady::TimedOut),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the process has logged `needle`; the whole log then. Panics with the log
+    /// when `timeout` passes first. For a log line that follows something a test observed
+    /// (a metric, an answer): the line is written after the event, sometimes by another
+    /// thread, so it may not be in the file yet at the moment the test looks.
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let mut log = String::new();
+        let found = poll_until(timeout, async || {
+            log = self.log();
+            log.contains(needle)
+        })
+        .await;
+        if !found {
+            self.fail(&format!(
+                "{} did not log `{needle}` within {timeout:?}",
                 self.name
-            ),
-            None => return,
-        };
-        self.log_shown = true;
+            ));
+        }
+        log
+    }
+
+    /// Panics with `failure` and the process's log.
+    pub fn fail(&self, failure: &str) -> ! {
+        self.log_shown.store(true, Ordering::Relaxed);
         panic!("{failure}\n{}", self.log());
     }
+}
+
+/// Why [`Process::wait_until_ready`] gave up.
+#[derive(Debug)]
+pub enum NotReady {
+    /// The process exited first, with this status.
+    Exited(ExitStatus),
+    /// It still ran, unready, when the timeout passed.
+    TimedOut,
+}
+
+/// Everything a process printed so far, stdout then stderr, labelled with its name.
+fn read_log(name: &str, stdout: &Path, stderr: &Path) -> String {
+    let read = |path: &Path| fs::read_to_string(path).unwrap_or_else(|e| format!("({e})"));
+    format!(
+        "--- {name} stdout ---\n{}\n--- {name} stderr ---\n{}",
+        read(stdout),
+        read(stderr),
+    )
 }
 
 impl Drop for Process {
@@ -105,7 +161,7 @@ impl Drop for Process {
         let _ = self.child.wait();
         // The test is failing: its output (which cargo shows for failed tests) should say
         // what the process saw.
-        if std::thread::panicking() && !self.log_shown {
+        if std::thread::panicking() && !self.log_shown.load(Ordering::Relaxed) {
             eprintln!("{}", self.log());
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! A test first fills a [`VetoDir`] with the files its config names (keys, rules), then
 //! starts veto with a config that says `$GRPC_LISTEN` and `$ADMIN_LISTEN` where the
-//! addresses go; the harness fills in free loopback ports. `$DIR` expands to the temp
+//! addresses go; the harness fills in free loopback ports (and starts veto again on new
+//! ones when another process took one first). `$DIR` expands to the temp
 //! dir's absolute path, for the rare field that wants one (e.g. `unix:$DIR/veto.sock`);
 //! relative paths in the config resolve against the config file's directory, which is
 //! this same dir.
@@ -16,13 +17,28 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::free_loopback_addr;
-use super::process::Process;
+use super::process::{NotReady, Process};
 use super::tokens::fixture_key_path;
 
 /// Placeholders a test's config uses instead of addresses it cannot know in advance.
 pub const GRPC_LISTEN: &str = "$GRPC_LISTEN";
 pub const ADMIN_LISTEN: &str = "$ADMIN_LISTEN";
 pub const DIR: &str = "$DIR";
+
+/// How many times the harness starts veto on new ports when one it chose was taken.
+const START_ATTEMPTS: u32 = 5;
+
+/// What veto says when it cannot bind a port: its `<field> <addr>: <error>` message
+/// (src/serve.rs) ends with the OS error for EADDRINUSE.
+const PORT_TAKEN: &str = "Address already in use";
+
+/// What veto logs once both its listeners are bound (src/serve.rs): from then on its ports
+/// are its own.
+const SERVING: &str = "veto is serving";
+
+/// How long a log line may take to appear after the event it reports: veto's logs are
+/// written by a background thread.
+const LOG_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long veto may take to load its keys and rules and report ready: generous, because
 /// a debug build on a CI machine compiling something else can be slow to start.
@@ -98,46 +114,76 @@ impl VetoDir {
 
     /// Writes the config and starts veto; `serve` puts `serve` and the config path on the
     /// command line.
-    async fn start_serve(self, config_yaml: &str, serve: impl FnOnce(&mut Command, &Path)) -> Veto {
+    async fn start_serve(self, config_yaml: &str, serve: impl Fn(&mut Command, &Path)) -> Veto {
         self.start_serve_until(config_yaml, "/readyz", serve).await
     }
 
     /// As [`VetoDir::start_serve`], returning once `GET <admin><wait_for>` answers 200.
+    ///
+    /// The ports come from [`free_loopback_addr`], so another process can take one before
+    /// veto binds it. veto then exits naming the port; the harness starts it again on new
+    /// ports, up to [`START_ATTEMPTS`] times. And the answer that counts as "started" is
+    /// one after veto logged [`SERVING`]: before that, a 200 on the port could come from
+    /// whoever took it.
     async fn start_serve_until(
         self,
         config_yaml: &str,
         wait_for: &str,
-        serve: impl FnOnce(&mut Command, &Path),
+        serve: impl Fn(&mut Command, &Path),
     ) -> Veto {
         assert!(
             config_yaml.contains(ADMIN_LISTEN),
             "the test config must say `admin: {{listen: {ADMIN_LISTEN}}}`: the harness waits \
              for /readyz on that port"
         );
-        let grpc = free_loopback_addr();
-        let admin = free_loopback_addr();
-        let config = config_yaml
-            .replace(GRPC_LISTEN, &grpc.to_string())
-            .replace(ADMIN_LISTEN, &admin.to_string())
-            .replace(DIR, &self.path().to_string_lossy());
-        let config_path = self.write("veto.yaml", config);
+        for attempt in 1..=START_ATTEMPTS {
+            let grpc = free_loopback_addr();
+            let admin = free_loopback_addr();
+            let config = config_yaml
+                .replace(GRPC_LISTEN, &grpc.to_string())
+                .replace(ADMIN_LISTEN, &admin.to_string())
+                .replace(DIR, &self.path().to_string_lossy());
+            let config_path = self.write("veto.yaml", config);
 
-        // No current_dir: the child runs in the crate root, so a config path that wrongly
-        // resolves against the working directory instead of the config's directory fails.
-        let mut command = Command::new(env!("CARGO_BIN_EXE_veto"));
-        serve(&mut command, &config_path);
-        let mut process = Process::spawn("veto", command, self.path());
-        process
-            .wait_until_ok(&format!("http://{admin}{wait_for}"), READY_TIMEOUT)
-            .await;
-
-        Veto {
-            process,
-            grpc,
-            admin,
-            config_path,
-            dir: self.dir,
+            // No current_dir: the child runs in the crate root, so a config path that wrongly
+            // resolves against the working directory instead of the config's directory fails.
+            let mut command = Command::new(env!("CARGO_BIN_EXE_veto"));
+            // The harness waits for an INFO line (SERVING); a RUST_LOG in the developer's
+            // shell must not filter it out. VETO_LOG, veto's own, is left to the developer.
+            command.env_remove("RUST_LOG");
+            serve(&mut command, &config_path);
+            let mut process = Process::spawn("veto", command, self.path());
+            let url = format!("http://{admin}{wait_for}");
+            let failure = match process
+                .wait_until_ready(&url, Some(SERVING), READY_TIMEOUT)
+                .await
+            {
+                Ok(()) => {
+                    return Veto {
+                        process,
+                        grpc,
+                        admin,
+                        config_path,
+                        dir: self.dir,
+                    };
+                }
+                Err(NotReady::Exited(_))
+                    if attempt < START_ATTEMPTS && process.log().contains(PORT_TAKEN) =>
+                {
+                    continue;
+                }
+                Err(NotReady::Exited(status)) => {
+                    format!("veto exited ({status}) before {url} answered 200")
+                }
+                Err(NotReady::TimedOut) => {
+                    format!(
+                        "veto did not log `{SERVING}` and answer 200 on {url} within {READY_TIMEOUT:?}"
+                    )
+                }
+            };
+            process.fail(&failure);
         }
+        unreachable!("the last attempt returns or fails")
     }
 }
 
@@ -224,6 +270,14 @@ impl Veto {
     /// Everything veto has logged so far.
     pub fn log(&self) -> String {
         self.process.log()
+    }
+
+    /// Waits until veto has logged `needle` (see [`LOG_TIMEOUT`]); the whole log then.
+    /// Panics with the log when it does not come. Use it, not [`Veto::log`], to assert a
+    /// line: a line follows the event it reports (a metric moves first, an answer is sent
+    /// first), because a background thread writes veto's logs.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        self.process.wait_for_log(needle, LOG_TIMEOUT).await
     }
 }
 
