@@ -103,6 +103,8 @@ fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
         .with_current_span(false)
         .with_writer(writer)
         .with_env_filter(filter)
+        // Audit lines carry lists (`ids`): written as JSON arrays, not strings.
+        .map_event_format(veto::admin::audit::JsonLines)
         .init();
     guard
 }

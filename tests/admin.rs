@@ -479,3 +479,97 @@ async fn a_thousand_concurrent_pushes_racing_file_reloads_all_land() {
     let (_, list) = admin.get("/v1/rules?source=pushed").await;
     assert_eq!(ids(&list).len(), 1000);
 }
+
+// ---- the audit log, denial log levels, /metrics and pruning ---------------------------
+
+/// veto's JSON log lines so far.
+fn log_lines(veto: &Veto) -> Vec<Value> {
+    veto.log()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// Waits for the first log line `matches` accepts (log lines are written by a background
+/// thread, after the answer the client saw); panics with the log when none comes.
+async fn wait_for_log_line(veto: &Veto, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    let mut found = None;
+    poll_until(Duration::from_secs(10), async || {
+        found = log_lines(veto).into_iter().find(|line| matches(line));
+        found.is_some()
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("no log line {what}\n{}", veto.log()))
+}
+
+fn is_audit(line: &Value, action: &str, result: &str) -> bool {
+    line["target"] == "veto::audit" && line["action"] == action && line["result"] == result
+}
+
+#[tokio::test]
+async fn a_wrong_admin_token_and_a_body_that_is_not_json_each_leave_an_audit_line() {
+    let veto = dir_with(json!({"rules": []})).start(&config(None)).await;
+    let admin = Admin::of(&veto);
+    let wrong = "wrong-token-that-must-never-be-logged";
+
+    let (status, _) = admin
+        .with_token(Some(wrong))
+        .post("/v1/rules", json!({"sub": "x"}))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let refused = wait_for_log_line(&veto, "auditing the wrong token", |l| {
+        is_audit(l, "push", "unauthorized")
+    })
+    .await;
+    let who = refused["who"].as_str().unwrap_or_default();
+    assert!(
+        who.len() == 8 && who.bytes().all(|b| b.is_ascii_hexdigit()),
+        "the caller is named by a hash prefix of the token it sent: {refused}"
+    );
+    assert_eq!(refused["status"], 401, "{refused}");
+
+    let resp = admin
+        .req(reqwest::Method::POST, "/v1/rules")
+        .header("content-type", "application/json")
+        .body("{\"sub\": ")
+        .send()
+        .await
+        .expect("admin request");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let invalid = wait_for_log_line(&veto, "auditing the body that is not JSON", |l| {
+        is_audit(l, "push", "invalid")
+    })
+    .await;
+    assert!(
+        invalid["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not JSON"),
+        "{invalid}"
+    );
+    assert_eq!(invalid["status"], 400, "{invalid}");
+
+    let log = veto.log();
+    for secret in [wrong, ADMIN_TOKEN] {
+        assert!(!log.contains(secret), "a token reached the log:\n{log}");
+    }
+}
+
+#[tokio::test]
+async fn the_audit_line_of_a_push_lists_the_rule_ids_as_a_json_array() {
+    let veto = dir_with(json!({"rules": []})).start(&config(None)).await;
+    let (status, _) = Admin::of(&veto)
+        .post(
+            "/v1/rules",
+            json!({"rules": [{"sub": "alice"}, {"session": "s-1"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let pushed = wait_for_log_line(&veto, "auditing the push", |l| is_audit(l, "push", "ok")).await;
+    assert_eq!(
+        pushed["ids"],
+        json!(["sub:alice", "session:s-1"]),
+        "{pushed}"
+    );
+}

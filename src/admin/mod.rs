@@ -4,9 +4,11 @@
 //! request.
 //!
 //! - [`auth`]: the admin token (constant-time, rotated with its Secret).
+//! - [`audit`]: the audit log of changes and refused requests, and its JSON line format.
 //! - [`rules`]: `/v1/rules`, `/v1/explain` and the Reactive Interaction Gateway compatible
 //!   `/v3/session-blacklist`.
 
+pub mod audit;
 pub mod auth;
 mod rules;
 
@@ -99,6 +101,11 @@ impl ApiError {
             status,
             body: serde_json::json!({ "error": message.into() }),
         }
+    }
+
+    /// The `error` message, for the audit log.
+    fn message(&self) -> &str {
+        self.body["error"].as_str().unwrap_or_default()
     }
 }
 
