@@ -14,6 +14,8 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
+use crate::decision::Reason;
+
 /// Default clock skew allowed on `exp`, `nbf` and `iat` (SPEC §2).
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 
@@ -120,6 +122,57 @@ pub struct Config {
     pub revocation: RevocationConfig,
     pub forward: ForwardConfig,
     pub cache: CacheConfig,
+    pub log: LogConfig,
+}
+
+/// What veto logs, beyond the `VETO_LOG` filter.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// The level of the "request denied" line, per reason (indexed by `Reason as usize`).
+    /// Behind a public load balancer every anonymous request is a `missing_token` denial:
+    /// an operator can move those lines to `debug` and keep the rest. The metrics count
+    /// every denial whatever its level.
+    denials: [LogLevel; Reason::ALL.len()],
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            denials: [LogLevel::Info; Reason::ALL.len()],
+        }
+    }
+}
+
+impl LogConfig {
+    /// The level a denial for `reason` is logged at.
+    pub fn denial(&self, reason: Reason) -> LogLevel {
+        self.denials[reason as usize]
+    }
+}
+
+/// A log level, or `Off` for a line never written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn from_name(name: &str) -> Option<LogLevel> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "off" => LogLevel::Off,
+            "error" => LogLevel::Error,
+            "warn" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            "trace" => LogLevel::Trace,
+            _ => return None,
+        })
+    }
 }
 
 /// The verification cache (see `jwt/cache.rs`).
@@ -229,6 +282,16 @@ struct RawConfig {
     forward: RawForward,
     #[serde(default)]
     cache: RawCache,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    /// reason -> level
+    #[serde(default)]
+    denials: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -513,6 +576,8 @@ impl Fields<'_> {
             }
         }
 
+        let log = self.log(raw.log);
+
         let errors = self.errors.take();
         if !errors.is_empty() {
             return Err(ConfigError::Invalid {
@@ -541,7 +606,37 @@ impl Fields<'_> {
                     .max_bytes
                     .unwrap_or(CacheConfig::default().max_bytes),
             },
+            log,
         })
+    }
+
+    /// `log.denials`: a level per denial reason; the rest stay at their default.
+    fn log(&self, raw: RawLog) -> LogConfig {
+        let mut log = LogConfig::default();
+        for (reason, level) in raw.denials {
+            let field = format!("log.denials.{reason}");
+            let known = Reason::ALL.into_iter().find(|r| r.as_str() == reason);
+            match (known, LogLevel::from_name(&level)) {
+                (None, _) => {
+                    let names: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+                    self.err(
+                        field,
+                        format!(
+                            "`{reason}` is not a denial reason (expected one of {})",
+                            names.join(", ")
+                        ),
+                    );
+                }
+                (Some(_), None) => self.err(
+                    field,
+                    format!(
+                        "`{level}` is not a level (expected off, error, warn, info, debug or trace)"
+                    ),
+                ),
+                (Some(reason), Some(level)) => log.denials[reason as usize] = level,
+            }
+        }
+        log
     }
 
     /// One issuer, or `None` (with its errors recorded) when any of its fields is invalid.
@@ -894,6 +989,37 @@ mod tests {
         assert_eq!(
             c.revocation.state_dir.as_deref(),
             Some(Path::new("/tmp/pod/var/lib/veto"))
+        );
+    }
+
+    #[test]
+    fn denials_are_logged_at_info_unless_a_reason_says_otherwise() {
+        let c = parse("issuers: [{issuer: a, jwks_file: j}]").unwrap();
+        for reason in Reason::ALL {
+            assert_eq!(c.log.denial(reason), LogLevel::Info, "{reason}");
+        }
+        let c = parse(
+            "issuers: [{issuer: a, jwks_file: j}]\n\
+             log: {denials: {missing_token: debug, revoked: warn, expired: off}}",
+        )
+        .unwrap();
+        assert_eq!(c.log.denial(Reason::MissingToken), LogLevel::Debug);
+        assert_eq!(c.log.denial(Reason::Revoked), LogLevel::Warn);
+        assert_eq!(c.log.denial(Reason::Expired), LogLevel::Off);
+        assert_eq!(c.log.denial(Reason::UnknownKey), LogLevel::Info);
+        let e = parse(
+            "issuers: [{issuer: a, jwks_file: j}]\n\
+             log: {denials: {missing_tokens: debug, revoked: loud}}",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("log.denials.missing_tokens: `missing_tokens` is not a denial reason"),
+            "{e}"
+        );
+        assert!(
+            e.contains("log.denials.revoked: `loud` is not a level"),
+            "{e}"
         );
     }
 

@@ -482,6 +482,8 @@ async fn a_thousand_concurrent_pushes_racing_file_reloads_all_land() {
 
 // ---- the audit log, denial log levels, /metrics and pruning ---------------------------
 
+use crate::common::{assert_check_denied, check, check_client, headers_request};
+
 /// veto's JSON log lines so far.
 fn log_lines(veto: &Veto) -> Vec<Value> {
     veto.log()
@@ -571,5 +573,42 @@ async fn the_audit_line_of_a_push_lists_the_rule_ids_as_a_json_array() {
         pushed["ids"],
         json!(["sub:alice", "session:s-1"]),
         "{pushed}"
+    );
+}
+
+#[tokio::test]
+async fn missing_token_denials_can_be_logged_below_info_and_are_counted_all_the_same() {
+    let quiet = format!(
+        "{}log:\n  denials:\n    missing_token: debug\n",
+        config(None)
+    );
+    let veto = dir_with(json!({"rules": []})).start(&quiet).await;
+    let mut client = check_client(veto.grpc_addr()).await;
+
+    assert_check_denied(
+        &check(&mut client, headers_request(&[])).await,
+        "missing_token",
+    );
+    let malformed = headers_request(&[("authorization", "Bearer not-a-jwt")]);
+    assert_check_denied(&check(&mut client, malformed).await, "malformed_token");
+
+    // Lines are written in order: once the second denial's line is there, the first one's
+    // would be too.
+    wait_for_log_line(&veto, "for the malformed token", |l| {
+        l["reason"] == "malformed_token"
+    })
+    .await;
+    assert!(
+        !log_lines(&veto)
+            .iter()
+            .any(|l| l["reason"] == "missing_token"),
+        "missing_token was logged at info:\n{}",
+        veto.log()
+    );
+    assert_eq!(
+        veto.metric(r#"veto_checks_total{decision="deny",reason="missing_token"}"#)
+            .await,
+        Some(1.0),
+        "the quiet denial is still counted"
     );
 }
