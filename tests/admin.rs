@@ -612,3 +612,50 @@ async fn missing_token_denials_can_be_logged_below_info_and_are_counted_all_the_
         "the quiet denial is still counted"
     );
 }
+
+#[tokio::test]
+async fn metrics_answer_in_the_format_the_scraper_asked_for() {
+    let veto = dir_with(json!({"rules": []})).start(&config(None)).await;
+    let http = http_client();
+
+    let plain = http
+        .get(veto.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(
+        plain.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let body = plain.text().await.expect("read /metrics");
+    assert!(
+        !body.contains("# EOF"),
+        "an OpenMetrics end marker in the classic format:\n{body}"
+    );
+    assert!(
+        body.contains("# TYPE veto_checks_total counter\n"),
+        "the classic format types a counter under its sample name:\n{body}"
+    );
+
+    // What Prometheus sends.
+    let openmetrics = http
+        .get(veto.admin_url("/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+        )
+        .send()
+        .await
+        .expect("GET /metrics");
+    let content_type = openmetrics.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let body = openmetrics.text().await.expect("read /metrics");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    assert!(body.contains("# TYPE veto_checks counter\n"), "{body}");
+}
