@@ -659,3 +659,53 @@ async fn metrics_answer_in_the_format_the_scraper_asked_for() {
     assert!(body.ends_with("# EOF\n"), "{body}");
     assert!(body.contains("# TYPE veto_checks counter\n"), "{body}");
 }
+
+/// [`config`] with `revocation.max_token_lifetime: 24h`, as the bundled example has.
+fn config_with_a_token_lifetime() -> String {
+    let config = config(None);
+    let with = config.replace(
+        "  file: rules/rules.json\n",
+        "  file: rules/rules.json\n  max_token_lifetime: 24h\n",
+    );
+    assert_ne!(with, config, "the test config has a rules file");
+    with
+}
+
+#[tokio::test]
+async fn every_rule_of_the_bundled_example_is_in_force() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules/rules.json");
+    let rules: Value =
+        serde_json::from_str(&std::fs::read_to_string(&example).expect("read the example rules"))
+            .expect("the example rules are JSON");
+    let count = rules["rules"].as_array().map_or(0, Vec::len);
+    let veto = dir_with(rules).start(&config_with_a_token_lifetime()).await;
+
+    assert_eq!(
+        veto.metric(r#"veto_rules{source="file"}"#).await,
+        Some(count as f64),
+        "a rule of {} was pruned at load\n{}",
+        example.display(),
+        veto.log()
+    );
+}
+
+#[tokio::test]
+async fn rules_that_can_no_longer_match_are_pruned_at_load_with_a_line_saying_why() {
+    let veto = dir_with(json!({"rules": [
+        {"sub": "kept"},
+        {"sub": "cutoff-long-ago", "issued_before": "2020-01-01T00:00:00Z"},
+        {"session": "expired", "expires_at": "2020-01-01T00:00:00Z"},
+    ]}))
+    .start(&config_with_a_token_lifetime())
+    .await;
+
+    assert_eq!(veto.metric(r#"veto_rules{source="file"}"#).await, Some(1.0));
+    let pruned = wait_for_log_line(&veto, "about the pruned rules", |l| {
+        l["pruned"].is_u64() && l["source"] == "file"
+    })
+    .await;
+    assert_eq!(pruned["pruned"], 2, "{pruned}");
+    assert_eq!(pruned["expired"], 1, "{pruned}");
+    assert_eq!(pruned["cutoff_past_lifetime"], 1, "{pruned}");
+}
