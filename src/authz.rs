@@ -12,7 +12,7 @@ use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse}
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
-use crate::config::Config;
+use crate::config::{Config, LogConfig, LogLevel};
 use crate::decision::{Decision, Reason};
 use crate::jwt::remote::Refetched;
 use crate::jwt::{Verified, Verifier, VerifyError};
@@ -30,6 +30,8 @@ pub struct Policy {
     pub max_token_lifetime: Option<i64>,
     /// claim -> header, set on allowed requests.
     pub claims_to_headers: Vec<(String, String)>,
+    /// The level of each denial's log line (`log.denials`).
+    pub log: LogConfig,
 }
 
 impl Policy {
@@ -47,6 +49,7 @@ impl Policy {
                 .iter()
                 .map(|(c, h)| (c.clone(), h.clone()))
                 .collect(),
+            log: config.log.clone(),
         }
     }
 }
@@ -257,15 +260,7 @@ impl Authorization for CheckService {
         authz.metrics.check(&out.decision, started.elapsed());
         match &out.decision {
             Decision::Allow { .. } => {}
-            Decision::Deny(reason) => tracing::info!(
-                reason = reason.as_str(),
-                detail = %out.detail,
-                iss = out.iss.as_deref().unwrap_or("-"),
-                sub = out.sub.as_deref().unwrap_or("-"),
-                token = out.token_id().as_deref().unwrap_or("-"),
-                rule = out.rule.as_deref().unwrap_or("-"),
-                "request denied"
-            ),
+            Decision::Deny(reason) => log_denial(authz.policy.log.denial(*reason), *reason, &out),
             Decision::Unavailable(_) => tracing::warn!(
                 detail = %out.detail,
                 iss = out.iss.as_deref().unwrap_or("-"),
@@ -274,5 +269,32 @@ impl Authorization for CheckService {
             ),
         }
         out.decision.into_response().map(Response::new)
+    }
+}
+
+/// Writes the "request denied" line at `level` (already counted in the metrics, whatever
+/// the level). tracing's macros take the level as a constant: one arm per level.
+fn log_denial(level: LogLevel, reason: Reason, out: &Outcome) {
+    macro_rules! denied {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                reason = reason.as_str(),
+                detail = %out.detail,
+                iss = out.iss.as_deref().unwrap_or("-"),
+                sub = out.sub.as_deref().unwrap_or("-"),
+                token = out.token_id().as_deref().unwrap_or("-"),
+                rule = out.rule.as_deref().unwrap_or("-"),
+                "request denied"
+            )
+        };
+    }
+    match level {
+        LogLevel::Off => {}
+        LogLevel::Error => denied!(tracing::Level::ERROR),
+        LogLevel::Warn => denied!(tracing::Level::WARN),
+        LogLevel::Info => denied!(tracing::Level::INFO),
+        LogLevel::Debug => denied!(tracing::Level::DEBUG),
+        LogLevel::Trace => denied!(tracing::Level::TRACE),
     }
 }

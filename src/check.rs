@@ -1,12 +1,12 @@
 //! `veto check-rules` and `veto check-config`: the same validation `serve` runs, for CI on
-//! ConfigMap changes. Each returns a one-line summary or the error to print.
+//! ConfigMap changes. Each returns a one-line summary or the error to print, which lists
+//! every problem found, one per line.
 
 use std::path::Path;
 
-use crate::admin::auth::AdminAuth;
-use crate::config::{Config, ConfigError, NamedBy};
-use crate::jwt::jwks;
+use crate::config::{Config, ConfigError};
 use crate::revocation::parse::{self, RulesError};
+use crate::serve::{self, LoadError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -14,50 +14,69 @@ pub enum CheckError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Rules(#[from] RulesError),
-    /// A file the config names, with the field that names it.
+    /// Files the config names, each with the field that names it.
     #[error(transparent)]
-    File(#[from] NamedBy),
+    Files(#[from] LoadError),
 }
 
 /// Validates a rules file.
 pub fn check_rules(file: &Path) -> Result<String, CheckError> {
     let table = parse::load_file(file)?;
-    Ok(format!("{}: ok, {} rules", file.display(), table.len()))
+    Ok(format!(
+        "{}: ok, {}",
+        file.display(),
+        count(table.len(), "rule", "rules")
+    ))
 }
 
-/// Validates a config file, every key file, the admin token file and the rules file it
-/// names.
-pub fn check_config(file: &Path) -> Result<String, CheckError> {
-    let config = Config::load(file)?;
-    let mut keys = 0;
-    let mut fetched = 0;
-    for (i, issuer) in config.issuers.iter().enumerate() {
-        for (kind, file) in jwks::key_files(issuer) {
-            keys += jwks::load_file(kind, &file)
-                .map_err(|e| config.named(format_args!("issuers[{i}].{}", kind.field()), e))?
-                .keys
-                .len();
-        }
-        fetched += usize::from(issuer.remote.is_some());
-    }
-    if let Some(file) = &config.admin.token_file {
-        AdminAuth::load(file).map_err(|e| config.named("admin.token_file", e))?;
-    }
-    let rules = match &config.revocation.file {
-        Some(f) => {
-            let table = parse::load_file(f).map_err(|e| config.named("revocation.file", e))?;
-            format!(", {} rules", table.len())
-        }
+/// Validates a config file and every file it names (key files, CA files, the admin token,
+/// the rules file, the saved pushed rules) with the loader `serve` starts from. With
+/// `root`, the config's absolute paths are looked up under it (see
+/// [`Config::load_under`]).
+pub fn check_config(file: &Path, root: Option<&Path>) -> Result<String, CheckError> {
+    let config = Config::load_under(file, root)?;
+    let loaded = serve::load(&config)?;
+    let keys: usize = loaded
+        .issuers
+        .iter()
+        .flat_map(|issuer| &issuer.key_files)
+        .map(|key_file| key_file.loaded.keys.len())
+        .sum();
+    let fetched = config
+        .issuers
+        .iter()
+        .filter(|issuer| issuer.remote.is_some())
+        .count();
+    let rules = match &loaded.rules {
+        Some(rules) => format!(", {}", count(rules.table.len(), "rule", "rules")),
         None => String::new(),
     };
-    let fetched = if fetched > 0 {
-        format!(" ({fetched} issuers fetch their keys at run time)")
-    } else {
-        String::new()
+    let fetched = match fetched {
+        0 => String::new(),
+        1 => " (1 issuer fetches its keys at run time)".to_string(),
+        n => format!(" ({n} issuers fetch their keys at run time)"),
     };
     Ok(format!(
-        "{}: ok, {} issuers, {keys} keys{rules}{fetched}",
+        "{}: ok, {}, {}{rules}{fetched}",
         file.display(),
-        config.issuers.len()
+        count(config.issuers.len(), "issuer", "issuers"),
+        count(keys, "key", "keys"),
     ))
+}
+
+/// `1 rule`, `0 rules`, `2 rules`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_say_one_rule_and_two_rules() {
+        assert_eq!(count(1, "rule", "rules"), "1 rule");
+        assert_eq!(count(0, "rule", "rules"), "0 rules");
+        assert_eq!(count(2, "key", "keys"), "2 keys");
+    }
 }

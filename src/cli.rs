@@ -25,8 +25,16 @@ pub enum Command {
     },
     /// Validate a rules file; print a summary, or every error with its path.
     CheckRules { file: PathBuf },
-    /// Validate a config file and the key and rules files it names.
-    CheckConfig { file: PathBuf },
+    /// Validate a config file and every file it names (keys, admin token, rules, saved
+    /// pushed rules); print a summary, or every error with its file and field.
+    CheckConfig {
+        file: PathBuf,
+        /// Look up the config's absolute paths under DIR (e.g. a copy of the files a pod
+        /// mounts at /etc/veto); relative paths still resolve against the config's
+        /// directory.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
     /// Mint a signed JWT (for demos and tests) and print it.
     Token {
         /// Private key: PEM (PKCS#8, PKCS#1 or SEC1), a private JWK, or for HS* the secret.

@@ -4,6 +4,7 @@
 //! [`Duration`], every algorithm a [`jsonwebtoken::Algorithm`], and the rest of veto never
 //! re-checks a string from this file. Errors name the file and the field.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,8 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
+
+use crate::decision::Reason;
 
 /// Default clock skew allowed on `exp`, `nbf` and `iat` (SPEC §2).
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
@@ -26,22 +29,56 @@ pub enum ConfigError {
     },
     #[error("{file}: {message}")]
     Syntax { file: PathBuf, message: String },
-    #[error("{file}: {field}: {message}")]
-    Field {
+    /// Every invalid field found, one per line (`CONFIG: FIELD: what was expected`), so
+    /// `veto check-config` can list them all at once.
+    #[error("{}", FieldErrors(file, errors))]
+    Invalid {
         file: PathBuf,
-        field: String,
-        message: String,
+        errors: Vec<FieldError>,
     },
+}
+
+/// One invalid field of a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+struct FieldErrors<'a>(&'a Path, &'a [FieldError]);
+
+impl std::fmt::Display for FieldErrors<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.1.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{}: {}: {}", self.0.display(), e.field, e.message)?;
+        }
+        Ok(())
+    }
 }
 
 /// A problem in a file the config names, prefixed with the config field that names it
 /// (`issuers[0].jwks_file: /etc/veto/jwks.json: not a JSON JWK Set ...`), so the operator
-/// sees both which file is wrong and where the config points at it.
+/// sees both which file is wrong and where the config points at it. A source of several
+/// lines (every invalid rule of a rules file) gets the prefix on each line.
 #[derive(Debug, thiserror::Error)]
-#[error("{field}: {source}")]
 pub struct NamedBy {
     pub field: String,
     pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl std::fmt::Display for NamedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, line) in self.source.to_string().lines().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{}: {line}", self.field)?;
+        }
+        Ok(())
+    }
 }
 
 impl NamedBy {
@@ -85,6 +122,57 @@ pub struct Config {
     pub revocation: RevocationConfig,
     pub forward: ForwardConfig,
     pub cache: CacheConfig,
+    pub log: LogConfig,
+}
+
+/// What veto logs, beyond the `VETO_LOG` filter.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// The level of the "request denied" line, per reason (indexed by `Reason as usize`).
+    /// Behind a public load balancer every anonymous request is a `missing_token` denial:
+    /// an operator can move those lines to `debug` and keep the rest. The metrics count
+    /// every denial whatever its level.
+    denials: [LogLevel; Reason::ALL.len()],
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            denials: [LogLevel::Info; Reason::ALL.len()],
+        }
+    }
+}
+
+impl LogConfig {
+    /// The level a denial for `reason` is logged at.
+    pub fn denial(&self, reason: Reason) -> LogLevel {
+        self.denials[reason as usize]
+    }
+}
+
+/// A log level, or `Off` for a line never written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn from_name(name: &str) -> Option<LogLevel> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "off" => LogLevel::Off,
+            "error" => LogLevel::Error,
+            "warn" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            "trace" => LogLevel::Trace,
+            _ => return None,
+        })
+    }
 }
 
 /// The verification cache (see `jwt/cache.rs`).
@@ -197,6 +285,16 @@ struct RawConfig {
     forward: RawForward,
     #[serde(default)]
     cache: RawCache,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    /// reason -> level
+    #[serde(default)]
+    denials: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -284,97 +382,152 @@ impl Config {
 
     /// Reads and validates a config file.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        Config::load_under(file, None)
+    }
+
+    /// As [`Config::load`], with every absolute path of the config resolved under `root`
+    /// when one is given: `veto check-config --root DIR` validates a config written for a
+    /// pod (`/etc/veto/keys/jwks.json`) against a copy of its files in `DIR`.
+    pub fn load_under(file: &Path, root: Option<&Path>) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
             file: file.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, file)
+        Config::parse_under(&text, file, root)
     }
 
     /// Validates config text; `file` names it in errors and anchors relative paths.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        Config::parse_under(text, file, None)
+    }
+
+    /// As [`Config::parse`], resolving absolute paths under `root` (see
+    /// [`Config::load_under`]).
+    pub fn parse_under(
+        text: &str,
+        file: &Path,
+        root: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
         let raw: RawConfig = yaml_serde::from_str(text).map_err(|e| ConfigError::Syntax {
             file: file.to_path_buf(),
             message: e.to_string(),
         })?;
         // Absolute, so that file watching (which sees absolute paths) recognises the files
         // it watches even when veto was started with `--config config.yaml`.
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let base = file
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
-        let fields = Fields { file, base: &base };
+        let base = absolute(base);
+        let root = root.map(absolute);
+        let fields = Fields {
+            file,
+            base: &base,
+            root: root.as_deref(),
+            errors: RefCell::default(),
+        };
         fields.build(raw)
     }
 }
 
-/// Validation context: the file (for errors) and its directory (for relative paths).
+/// Validation context: the file (for errors), its directory (for relative paths), the root
+/// absolute paths are moved under (if any), and the errors found so far. Every field is
+/// checked even after one fails, so the user sees every mistake at once; a field that fails
+/// takes its default meanwhile, and the config built from those is thrown away.
 struct Fields<'a> {
     file: &'a Path,
     base: &'a Path,
+    root: Option<&'a Path>,
+    errors: RefCell<Vec<FieldError>>,
 }
 
 impl Fields<'_> {
-    fn err(&self, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError::Field {
-            file: self.file.to_path_buf(),
+    fn err(&self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.borrow_mut().push(FieldError {
             field: field.into(),
             message: message.into(),
+        });
+    }
+
+    /// `value`, or an error recorded for `field` when there is none.
+    fn check<T>(&self, value: Option<T>, field: &str, message: &str) -> Option<T> {
+        if value.is_none() {
+            self.err(field, message);
         }
+        value
+    }
+
+    fn error_count(&self) -> usize {
+        self.errors.borrow().len()
     }
 
     fn path(&self, p: PathBuf) -> PathBuf {
-        if p.is_absolute() {
-            p
-        } else {
-            self.base.join(p)
+        if !p.is_absolute() {
+            return self.base.join(p);
+        }
+        match self.root {
+            // `join` with an absolute path would replace the root: join what follows `/`.
+            Some(root) => root.join(p.strip_prefix("/").unwrap_or(&p)),
+            None => p,
         }
     }
 
     fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let grpc_listen = raw.grpc.listen.as_deref().unwrap_or("127.0.0.1:9191");
-        let listen = parse_listen(grpc_listen)
-            .ok_or_else(|| self.err("grpc.listen", "expected HOST:PORT or unix:/path/to.sock"))?;
+        let listen = self
+            .check(
+                parse_listen(grpc_listen),
+                "grpc.listen",
+                "expected HOST:PORT or unix:/path/to.sock",
+            )
+            .unwrap_or(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 9191))));
         let socket_mode = match raw.grpc.socket_mode {
             None => 0o660,
-            Some(RawScalar::Str(s)) => u32::from_str_radix(s.trim_start_matches("0o"), 8)
-                .ok()
-                .filter(|m| *m <= 0o777)
-                .ok_or_else(|| {
-                    self.err("grpc.socket_mode", "expected an octal mode like \"0660\"")
-                })?,
-            // YAML reads an unquoted 0660 as the decimal digits 660: take them as octal digits,
-            // which is what the writer meant.
-            Some(RawScalar::Int(n)) => u32::from_str_radix(&n.to_string(), 8)
-                .ok()
-                .filter(|m| *m <= 0o777)
-                .ok_or_else(|| {
-                    self.err("grpc.socket_mode", "expected an octal mode like \"0660\"")
-                })?,
+            Some(mode) => {
+                // YAML reads an unquoted 0660 as the decimal digits 660: take them as octal
+                // digits, which is what the writer meant.
+                let digits = match mode {
+                    RawScalar::Str(s) => s.trim_start_matches("0o").to_owned(),
+                    RawScalar::Int(n) => n.to_string(),
+                };
+                self.check(
+                    u32::from_str_radix(&digits, 8).ok().filter(|m| *m <= 0o777),
+                    "grpc.socket_mode",
+                    "expected an octal mode like \"0660\"",
+                )
+                .unwrap_or(0o660)
+            }
         };
         let admin_listen = raw.admin.listen.as_deref().unwrap_or("127.0.0.1:9192");
         let admin = AdminConfig {
-            listen: admin_listen
-                .parse()
-                .map_err(|_| self.err("admin.listen", "expected HOST:PORT, e.g. 127.0.0.1:9192"))?,
+            listen: self
+                .check(
+                    admin_listen.parse().ok(),
+                    "admin.listen",
+                    "expected HOST:PORT, e.g. 127.0.0.1:9192",
+                )
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9192))),
             token_file: raw.admin.token_file.map(|p| self.path(p)),
         };
 
         if raw.issuers.is_empty() {
-            return Err(self.err("issuers", "at least one issuer is required"));
+            self.err("issuers", "at least one issuer is required");
         }
         let mut issuers = Vec::with_capacity(raw.issuers.len());
         for (i, ri) in raw.issuers.into_iter().enumerate() {
-            let issuer = self.issuer(i, ri)?;
+            let Some(issuer) = self.issuer(i, ri) else {
+                continue;
+            };
             if issuers
                 .iter()
                 .any(|o: &IssuerConfig| o.issuer == issuer.issuer)
             {
-                return Err(self.err(
+                self.err(
                     format!("issuers[{i}].issuer"),
                     format!("`{}` is listed twice", issuer.issuer),
-                ));
+                );
+                continue;
             }
             issuers.push(issuer);
         }
@@ -385,26 +538,24 @@ impl Fields<'_> {
             .unwrap_or_else(|| "authorization".to_string())
             .to_ascii_lowercase();
         if !is_header_name(&header) {
-            return Err(self.err("token.header", "not a valid HTTP header name"));
+            self.err("token.header", "not a valid HTTP header name");
         }
 
         let session_claim = raw.revocation.session_claim.unwrap_or_else(|| "jti".into());
         if session_claim.is_empty() {
-            return Err(self.err("revocation.session_claim", "must not be empty"));
+            self.err("revocation.session_claim", "must not be empty");
         }
-        let max_token_lifetime = match raw.revocation.max_token_lifetime {
-            None => None,
-            Some(s) => {
-                let d = self.duration("revocation.max_token_lifetime", s)?;
-                if d.is_zero() {
-                    return Err(self.err(
-                        "revocation.max_token_lifetime",
-                        "must be longer than zero (leave it out to keep cutoff rules forever)",
-                    ));
-                }
-                Some(d)
+        let max_token_lifetime = raw.revocation.max_token_lifetime.and_then(|s| {
+            let d = self.duration("revocation.max_token_lifetime", s)?;
+            if d.is_zero() {
+                self.err(
+                    "revocation.max_token_lifetime",
+                    "must be longer than zero (leave it out to keep cutoff rules forever)",
+                );
+                return None;
             }
-        };
+            Some(d)
+        });
         let revocation = RevocationConfig {
             file: raw.revocation.file.map(|p| self.path(p)),
             state_dir: raw.revocation.state_dir.map(|p| self.path(p)),
@@ -416,20 +567,29 @@ impl Fields<'_> {
         for (claim, header) in raw.forward.claims_to_headers {
             let header = header.to_ascii_lowercase();
             if !is_header_name(&header) || header.starts_with(':') {
-                return Err(self.err(
+                self.err(
                     format!("forward.claims_to_headers.{claim}"),
                     format!("`{header}` is not a valid HTTP header name"),
-                ));
-            }
-            if claims_to_headers.values().any(|h| *h == header) {
-                return Err(self.err(
+                );
+            } else if claims_to_headers.values().any(|h| *h == header) {
+                self.err(
                     format!("forward.claims_to_headers.{claim}"),
                     format!("header `{header}` is already set from another claim"),
-                ));
+                );
+            } else {
+                claims_to_headers.insert(claim, header);
             }
-            claims_to_headers.insert(claim, header);
         }
 
+        let log = self.log(raw.log);
+
+        let errors = self.errors.take();
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid {
+                file: self.file.to_path_buf(),
+                errors,
+            });
+        }
         Ok(Config {
             source: self.file.to_path_buf(),
             grpc: GrpcConfig {
@@ -451,43 +611,79 @@ impl Fields<'_> {
                     .max_bytes
                     .unwrap_or(CacheConfig::default().max_bytes),
             },
+            log,
         })
     }
 
-    fn issuer(&self, i: usize, raw: RawIssuer) -> Result<IssuerConfig, ConfigError> {
-        let at = |field: &str| format!("issuers[{i}].{field}");
-        if raw.issuer.is_empty() {
-            return Err(self.err(at("issuer"), "must not be empty"));
+    /// `log.denials`: a level per denial reason; the rest stay at their default.
+    fn log(&self, raw: RawLog) -> LogConfig {
+        let mut log = LogConfig::default();
+        for (reason, level) in raw.denials {
+            let field = format!("log.denials.{reason}");
+            let known = Reason::ALL.into_iter().find(|r| r.as_str() == reason);
+            match (known, LogLevel::from_name(&level)) {
+                (None, _) => {
+                    let names: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+                    self.err(
+                        field,
+                        format!(
+                            "`{reason}` is not a denial reason (expected one of {})",
+                            names.join(", ")
+                        ),
+                    );
+                }
+                (Some(_), None) => self.err(
+                    field,
+                    format!(
+                        "`{level}` is not a level (expected off, error, warn, info, debug or trace)"
+                    ),
+                ),
+                (Some(reason), Some(level)) => log.denials[reason as usize] = level,
+            }
         }
-        let remote = self.remote_keys(i, &raw)?;
-        if raw.jwks_file.is_some() && remote.is_some() {
-            return Err(self.err(
+        log
+    }
+
+    /// One issuer, or `None` (with its errors recorded) when any of its fields is invalid.
+    fn issuer(&self, i: usize, raw: RawIssuer) -> Option<IssuerConfig> {
+        let at = |field: &str| format!("issuers[{i}].{field}");
+        let errors_before = self.error_count();
+        if raw.issuer.is_empty() {
+            self.err(at("issuer"), "must not be empty");
+        }
+        let remote = self.remote_keys(i, &raw);
+        let wants_remote = raw.jwks_uri.is_some() || raw.discovery;
+        if raw.jwks_file.is_some() && wants_remote {
+            self.err(
                 at("jwks_file"),
                 "set one of jwks_file, jwks_uri or discovery, not several",
-            ));
+            );
         }
-        if raw.jwks_file.is_none() && remote.is_none() && raw.hmac_secret_file.is_none() {
-            return Err(self.err(
+        if raw.jwks_file.is_none() && !wants_remote && raw.hmac_secret_file.is_none() {
+            self.err(
                 at("jwks_file"),
                 "each issuer needs keys: set jwks_file, jwks_uri, discovery: true or hmac_secret_file",
-            ));
+            );
         }
         let mut algorithms = Vec::with_capacity(raw.algorithms.len());
         for (j, name) in raw.algorithms.iter().enumerate() {
-            let alg = Algorithm::from_str(name).map_err(|_| {
-                self.err(
+            match Algorithm::from_str(name) {
+                Ok(alg) => algorithms.push(alg),
+                Err(_) => self.err(
                     at(&format!("algorithms[{j}]")),
                     format!(
                         "`{name}` is not a supported algorithm (RS256/384/512, PS256/384/512, ES256/384, EdDSA, HS256/384/512)"
                     ),
-                )
-            })?;
-            algorithms.push(alg);
+                ),
+            }
         }
         if raw.audiences.iter().any(String::is_empty) {
-            return Err(self.err(at("audiences"), "an audience must not be empty"));
+            self.err(at("audiences"), "an audience must not be empty");
         }
-        Ok(IssuerConfig {
+        if self.error_count() > errors_before {
+            return None;
+        }
+        Some(IssuerConfig {
             issuer: raw.issuer,
             audiences: raw.audiences,
             jwks_file: raw.jwks_file.map(|p| self.path(p)),
@@ -501,38 +697,11 @@ impl Fields<'_> {
         })
     }
 
-    /// `jwks_uri` / `discovery` and the fields that only make sense with them.
-    fn remote_keys(&self, i: usize, raw: &RawIssuer) -> Result<Option<RemoteKeys>, ConfigError> {
+    /// `jwks_uri` / `discovery` and the fields that only make sense with them; `None` when
+    /// the issuer fetches no keys or (with its errors recorded) when a field is invalid.
+    fn remote_keys(&self, i: usize, raw: &RawIssuer) -> Option<RemoteKeys> {
         let at = |field: &str| format!("issuers[{i}].{field}");
-        let source = match (&raw.jwks_uri, raw.discovery) {
-            (Some(_), true) => {
-                return Err(self.err(at("discovery"), "set jwks_uri or discovery: true, not both"));
-            }
-            (Some(uri), false) => {
-                if !is_http_url(uri) {
-                    return Err(self.err(at("jwks_uri"), "expected an http:// or https:// URL"));
-                }
-                Some(KeySource::JwksUri(uri.clone()))
-            }
-            (None, true) => {
-                if !is_http_url(&raw.issuer) {
-                    return Err(self.err(
-                        at("discovery"),
-                        "discovery needs the issuer to be an http:// or https:// URL",
-                    ));
-                }
-                Some(KeySource::Discovery)
-            }
-            (None, false) => None,
-        };
-        let duration = |field: &str, v: &Option<RawScalar>, default: u64| match v {
-            None => Ok(Duration::from_secs(default)),
-            Some(v) => self.duration(&at(field), v.clone()),
-        };
-        let refresh_interval = duration("refresh_interval", &raw.refresh_interval, 300)?;
-        let fetch_timeout = duration("fetch_timeout", &raw.fetch_timeout, 5)?;
-        let min_refetch_interval = duration("min_refetch_interval", &raw.min_refetch_interval, 30)?;
-        let Some(source) = source else {
+        if raw.jwks_uri.is_none() && !raw.discovery {
             for (field, set) in [
                 ("refresh_interval", raw.refresh_interval.is_some()),
                 ("ca_file", raw.ca_file.is_some()),
@@ -541,41 +710,71 @@ impl Fields<'_> {
                 ("allow_insecure_http", raw.allow_insecure_http),
             ] {
                 if set {
-                    return Err(
-                        self.err(at(field), "only applies with jwks_uri or discovery: true")
-                    );
+                    self.err(at(field), "only applies with jwks_uri or discovery: true");
                 }
             }
-            return Ok(None);
-        };
-        for (field, value, min, max) in [
-            ("refresh_interval", refresh_interval, 1, 86_400),
-            ("fetch_timeout", fetch_timeout, 1, 300),
-            ("min_refetch_interval", min_refetch_interval, 1, 86_400),
-        ] {
-            if value < Duration::from_secs(min) || value > Duration::from_secs(max) {
-                return Err(self.err(at(field), format!("must be between {min}s and {max}s")));
-            }
+            return None;
         }
-        Ok(Some(RemoteKeys {
-            source,
-            refresh_interval,
+        let source = match (&raw.jwks_uri, raw.discovery) {
+            (Some(_), true) => {
+                self.err(at("discovery"), "set jwks_uri or discovery: true, not both");
+                None
+            }
+            (Some(uri), _) => self.check(
+                is_http_url(uri).then(|| KeySource::JwksUri(uri.clone())),
+                &at("jwks_uri"),
+                "expected an http:// or https:// URL",
+            ),
+            (None, _) => self.check(
+                is_http_url(&raw.issuer).then_some(KeySource::Discovery),
+                &at("discovery"),
+                "discovery needs the issuer to be an http:// or https:// URL",
+            ),
+        };
+        let duration = |field: &str, v: &Option<RawScalar>, default: u64, min: u64, max: u64| {
+            let value = match v {
+                None => Duration::from_secs(default),
+                Some(v) => self.duration(&at(field), v.clone())?,
+            };
+            if value < Duration::from_secs(min) || value > Duration::from_secs(max) {
+                self.err(at(field), format!("must be between {min}s and {max}s"));
+                return None;
+            }
+            Some(value)
+        };
+        let refresh_interval = duration("refresh_interval", &raw.refresh_interval, 300, 1, 86_400);
+        let fetch_timeout = duration("fetch_timeout", &raw.fetch_timeout, 5, 1, 300);
+        let min_refetch_interval = duration(
+            "min_refetch_interval",
+            &raw.min_refetch_interval,
+            30,
+            1,
+            86_400,
+        );
+        Some(RemoteKeys {
+            source: source?,
+            refresh_interval: refresh_interval?,
             ca_file: raw.ca_file.clone().map(|p| self.path(p)),
-            fetch_timeout,
-            min_refetch_interval,
+            fetch_timeout: fetch_timeout?,
+            min_refetch_interval: min_refetch_interval?,
             allow_insecure_http: raw.allow_insecure_http,
-        }))
+        })
     }
 
-    fn duration(&self, field: &str, raw: RawScalar) -> Result<Duration, ConfigError> {
+    /// A duration, or `None` with the error recorded.
+    fn duration(&self, field: &str, raw: RawScalar) -> Option<Duration> {
         match raw {
-            RawScalar::Int(n) => Ok(Duration::from_secs(n)),
-            RawScalar::Str(s) => parse_duration(&s).ok_or_else(|| {
-                self.err(
-                    field,
-                    format!("`{s}` is not a duration like 30s, 15m, 24h or seconds"),
-                )
-            }),
+            RawScalar::Int(n) => Some(Duration::from_secs(n)),
+            RawScalar::Str(s) => {
+                let d = parse_duration(&s);
+                if d.is_none() {
+                    self.err(
+                        field,
+                        format!("`{s}` is not a duration like 30s, 15m, 24h or seconds"),
+                    );
+                }
+                d
+            }
         }
     }
 }
@@ -734,6 +933,100 @@ mod tests {
         assert_eq!(
             c.revocation.max_token_lifetime,
             Some(Duration::from_secs(86_400))
+        );
+    }
+
+    #[test]
+    fn every_invalid_field_is_reported_each_on_its_own_line_naming_the_file() {
+        let e = parse(
+            "grpc: {listen: nowhere}\n\
+             admin: {listen: x}\n\
+             issuers: [{issuer: a, jwks_file: j, algorithms: [none]}, {issuer: b}]\n\
+             revocation: {max_token_lifetime: 1 fortnight}",
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        let ConfigError::Invalid { errors, .. } = e else {
+            panic!("expected field errors: {text}");
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "grpc.listen",
+                "admin.listen",
+                "issuers[0].algorithms[0]",
+                "issuers[1].jwks_file",
+                "revocation.max_token_lifetime"
+            ]
+        );
+        assert_eq!(text.lines().count(), 5, "{text}");
+        for line in text.lines() {
+            assert!(line.starts_with("/etc/veto/config.yaml: "), "{line}");
+        }
+    }
+
+    #[test]
+    fn a_root_moves_absolute_paths_under_it_and_leaves_relative_ones_to_the_config_dir() {
+        let c = Config::parse_under(
+            "admin: {token_file: /etc/veto/admin/admin-token}\n\
+             issuers: [{issuer: a, jwks_file: /etc/veto/keys/jwks.json, hmac_secret_file: hs.key}]\n\
+             revocation: {file: /etc/veto/rules/rules.yaml, state_dir: /var/lib/veto}",
+            Path::new("/cfg/veto.yaml"),
+            Some(Path::new("/tmp/pod")),
+        )
+        .unwrap();
+        let i = &c.issuers[0];
+        assert_eq!(
+            i.jwks_file.as_deref(),
+            Some(Path::new("/tmp/pod/etc/veto/keys/jwks.json"))
+        );
+        assert_eq!(
+            i.hmac_secret_file.as_deref(),
+            Some(Path::new("/cfg/hs.key"))
+        );
+        assert_eq!(
+            c.admin.token_file.as_deref(),
+            Some(Path::new("/tmp/pod/etc/veto/admin/admin-token"))
+        );
+        assert_eq!(
+            c.revocation.file.as_deref(),
+            Some(Path::new("/tmp/pod/etc/veto/rules/rules.yaml"))
+        );
+        assert_eq!(
+            c.revocation.state_dir.as_deref(),
+            Some(Path::new("/tmp/pod/var/lib/veto"))
+        );
+    }
+
+    #[test]
+    fn denials_are_logged_at_info_unless_a_reason_says_otherwise() {
+        let c = parse("issuers: [{issuer: a, jwks_file: j}]").unwrap();
+        for reason in Reason::ALL {
+            assert_eq!(c.log.denial(reason), LogLevel::Info, "{reason}");
+        }
+        let c = parse(
+            "issuers: [{issuer: a, jwks_file: j}]\n\
+             log: {denials: {missing_token: debug, revoked: warn, expired: off}}",
+        )
+        .unwrap();
+        assert_eq!(c.log.denial(Reason::MissingToken), LogLevel::Debug);
+        assert_eq!(c.log.denial(Reason::Revoked), LogLevel::Warn);
+        assert_eq!(c.log.denial(Reason::Expired), LogLevel::Off);
+        assert_eq!(c.log.denial(Reason::UnknownKey), LogLevel::Info);
+        let e = parse(
+            "issuers: [{issuer: a, jwks_file: j}]\n\
+             log: {denials: {missing_tokens: debug, revoked: loud}}",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("log.denials.missing_tokens: `missing_tokens` is not a denial reason"),
+            "{e}"
+        );
+        assert!(
+            e.contains("log.denials.revoked: `loud` is not a level"),
+            "{e}"
         );
     }
 

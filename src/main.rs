@@ -28,8 +28,11 @@ fn main() -> ExitCode {
         Ok(None) => ExitCode::SUCCESS,
         Err(e) => {
             // Each error's message already names its cause (file, field, OS error); `{:#}`
-            // would print the cause a second time.
-            eprintln!("veto: {e}");
+            // would print the cause a second time. A message may list several problems, one
+            // per line: each line gets the prefix, so every problem reads (and greps) alike.
+            for line in e.to_string().lines() {
+                eprintln!("veto: {line}");
+            }
             ExitCode::from(1)
         }
     }
@@ -47,7 +50,9 @@ fn run(command: Command) -> anyhow::Result<Option<String>> {
             Ok(None)
         }
         Command::CheckRules { file } => Ok(Some(veto::check::check_rules(&file)?)),
-        Command::CheckConfig { file } => Ok(Some(veto::check::check_config(&file)?)),
+        Command::CheckConfig { file, root } => {
+            Ok(Some(veto::check::check_config(&file, root.as_deref())?))
+        }
         Command::Token {
             key,
             alg,
@@ -98,6 +103,8 @@ fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
         .with_current_span(false)
         .with_writer(writer)
         .with_env_filter(filter)
+        // Audit lines carry lists (`ids`): written as JSON arrays, not strings.
+        .map_event_format(veto::admin::audit::JsonLines)
         .init();
     guard
 }

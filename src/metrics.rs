@@ -207,13 +207,75 @@ impl Metrics {
             .inc();
     }
 
-    /// The Prometheus text exposition.
-    pub fn encode(&self) -> String {
+    /// The exposition in `format`.
+    pub fn encode(&self, format: Exposition) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        match format {
+            Exposition::OpenMetrics => {
+                let _ = prometheus_client::encoding::text::encode_eof(&mut out);
+                out
+            }
+            Exposition::Classic => openmetrics_to_classic(&out),
+        }
     }
+}
+
+/// The two text formats a scraper may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    /// OpenMetrics 1.0 (`application/openmetrics-text`), what Prometheus asks for first.
+    OpenMetrics,
+    /// The classic Prometheus text format 0.0.4 (`text/plain`), for anything else.
+    Classic,
+}
+
+impl Exposition {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Exposition::Classic => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// prometheus-client writes only OpenMetrics text. The classic format differs, for the
+/// metrics veto has, in three ways: no `# EOF` line, no `# UNIT` line, and a counter's
+/// `# HELP`/`# TYPE` name its samples' full name (`veto_checks_total`), where OpenMetrics
+/// names the family (`veto_checks`). Samples, labels and histograms read the same in both.
+fn openmetrics_to_classic(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let descriptor = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match descriptor {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(match tail {
+                    "unknown" if prefix == "# TYPE " => "untyped",
+                    other => other,
+                });
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Upper bounds of `veto_check_duration_seconds`, in nanoseconds: 25 µs doubling to about
@@ -293,7 +355,7 @@ mod tests {
         m.snapshot_published(7, 3, 1);
         m.rules_reload(false);
         m.keys_loaded("https://a", 2);
-        let text = m.encode();
+        let text = m.encode(Exposition::OpenMetrics);
         for needle in [
             r#"veto_checks_total{decision="deny",reason="revoked"} 1"#,
             "veto_check_duration_seconds_bucket",
@@ -310,5 +372,38 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+    }
+
+    #[test]
+    fn the_classic_format_names_counters_by_their_samples_and_has_no_eof() {
+        let m = Metrics::new();
+        m.check(&Decision::Deny(Reason::Revoked), Duration::from_micros(40));
+        let openmetrics = m.encode(Exposition::OpenMetrics);
+        assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+        assert!(
+            openmetrics.contains("# TYPE veto_checks counter\n"),
+            "{openmetrics}"
+        );
+
+        let classic = m.encode(Exposition::Classic);
+        assert!(!classic.contains("# EOF"), "{classic}");
+        for needle in [
+            "# HELP veto_checks_total Checks answered, by decision and reason",
+            "# TYPE veto_checks_total counter\n",
+            "# TYPE veto_rules gauge\n",
+            "# TYPE veto_check_duration_seconds histogram\n",
+            r#"veto_checks_total{decision="deny",reason="revoked"} 1"#,
+            r#"veto_check_duration_seconds_bucket{le="+Inf"} 1"#,
+        ] {
+            assert!(classic.contains(needle), "missing {needle} in\n{classic}");
+        }
+        // Every sample line is the same in both formats.
+        let samples = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(samples(&classic), samples(&openmetrics));
     }
 }

@@ -3,6 +3,8 @@
 //!
 //! Start-up is all-or-nothing (SPEC §1): the config, every key file and the rules file are
 //! read and validated before a listener opens, so veto never serves a half-loaded state.
+//! [`load`] is that reading step, one function from a [`Config`] to everything it names;
+//! `veto check-config` runs the same function, so it accepts exactly what `serve` would.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,8 +23,8 @@ use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::revocation::RuleTable;
 use crate::shutdown::Shutdown;
-use crate::sources::file::{FileWatcher, file_fingerprint};
-use crate::sources::persist::{PersistError, StateDir};
+use crate::sources::file::{FileWatcher, Fingerprint, file_fingerprint};
+use crate::sources::persist::StateDir;
 use crate::sources::reload;
 use crate::state;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
@@ -30,14 +32,9 @@ use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 /// Why `serve` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// A file the config names, with the field that names it.
+    /// Files the config names that cannot be used, each with the field that names it.
     #[error(transparent)]
-    File(#[from] NamedBy),
-    #[error("{0}")]
-    Remote(#[from] remote::RemoteError),
-
-    #[error("revocation.state_dir: {0}")]
-    State(#[from] PersistError),
+    Load(#[from] LoadError),
     #[error("{what} {addr}: {source}")]
     Listen {
         what: &'static str,
@@ -54,6 +51,126 @@ pub enum ServeError {
     Admin(std::io::Error),
 }
 
+/// Every file of a config that cannot be used, one per entry, each named by the config
+/// field that names it; shown one per line (a rules file may add several lines).
+#[derive(Debug, thiserror::Error)]
+pub struct LoadError(pub Vec<NamedBy>);
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything a config names, read and validated: what `serve` starts from, and what
+/// `veto check-config` checks, so the two cannot disagree on what is valid.
+pub struct Loaded {
+    /// Per issuer of the config, in its order.
+    pub issuers: Vec<IssuerFiles>,
+    /// `revocation.file`, when configured.
+    pub rules: Option<RulesFile>,
+    /// The pushed rules saved in `revocation.state_dir` by the last run (empty on a first
+    /// start or without a `state_dir`).
+    pub pushed: RuleTable,
+    /// `admin.token_file`, when configured.
+    pub admin: Option<AdminAuth>,
+}
+
+/// One issuer's key files and, for fetched keys, its HTTP client (which holds `ca_file`).
+pub struct IssuerFiles {
+    pub key_files: Vec<KeyFileLoaded>,
+    pub client: Option<reqwest::Client>,
+}
+
+pub struct KeyFileLoaded {
+    pub kind: jwks::KeyFile,
+    pub file: PathBuf,
+    /// Taken before the read, so a change racing the read is still seen by the watcher.
+    pub fingerprint: Fingerprint,
+    pub loaded: jwks::Loaded,
+}
+
+pub struct RulesFile {
+    pub file: PathBuf,
+    pub fingerprint: Fingerprint,
+    pub table: RuleTable,
+}
+
+/// Reads every file `config` names: key files, CA files, the rules file, the state file
+/// and the admin token. Every file is tried, so the error lists every problem, not the
+/// first. Creates nothing: `serve` creates `state_dir` afterwards.
+pub fn load(config: &Config) -> Result<Loaded, LoadError> {
+    let mut problems = Vec::new();
+    let mut issuers = Vec::with_capacity(config.issuers.len());
+    for (i, issuer) in config.issuers.iter().enumerate() {
+        let mut key_files = Vec::new();
+        for (kind, file) in jwks::key_files(issuer) {
+            let fingerprint = file_fingerprint(&file);
+            match jwks::load_file(kind, &file) {
+                Ok(loaded) => key_files.push(KeyFileLoaded {
+                    kind,
+                    file,
+                    fingerprint,
+                    loaded,
+                }),
+                Err(e) => {
+                    problems.push(config.named(format_args!("issuers[{i}].{}", kind.field()), e))
+                }
+            }
+        }
+        let client = issuer.remote.as_ref().and_then(|remote| {
+            // The error names its field (`issuers[0].ca_file`); prefix the config file.
+            remote::client(remote, &format!("issuers[{i}]"))
+                .map_err(|e| problems.push(NamedBy::new(config.source.display().to_string(), e)))
+                .ok()
+        });
+        issuers.push(IssuerFiles { key_files, client });
+    }
+    let rules = config.revocation.file.as_ref().and_then(|file| {
+        let (fingerprint, table) = reload::read_rules(file, None);
+        match table.unwrap_or_else(|| Ok(RuleTable::default())) {
+            Ok(table) => Some(RulesFile {
+                file: file.clone(),
+                fingerprint,
+                table,
+            }),
+            Err(e) => {
+                problems.push(config.named("revocation.file", e));
+                None
+            }
+        }
+    });
+    // A state file that cannot be read stops the start: never a silent start with nothing
+    // revoked.
+    let pushed = match &config.revocation.state_dir {
+        Some(dir) => StateDir::at(dir).load().unwrap_or_else(|e| {
+            problems.push(config.named("revocation.state_dir", e));
+            RuleTable::default()
+        }),
+        None => RuleTable::default(),
+    };
+    let admin = config.admin.token_file.as_ref().and_then(|file| {
+        AdminAuth::load(file)
+            .map_err(|e| problems.push(config.named("admin.token_file", e)))
+            .ok()
+    });
+    if !problems.is_empty() {
+        return Err(LoadError(problems));
+    }
+    Ok(Loaded {
+        issuers,
+        rules,
+        pushed,
+        admin,
+    })
+}
+
 /// Runs the sidecar until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new());
@@ -61,18 +178,23 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let starting = readiness.block();
     let shutdown = Shutdown::on_signals().map_err(ServeError::Signals)?;
     let mut watcher = FileWatcher::new().map_err(|e| ServeError::Watch(e.to_string()))?;
+    // Every file is read and valid before anything listens.
+    let loaded = load(&config)?;
 
-    // Keys: every key file loads before anything listens; fetched keys load in the
-    // background, and readiness waits for them.
+    // Keys: files are installed now; fetched keys load in the background, and readiness
+    // waits for them.
     let verifier = Arc::new(Verifier::new(&config.issuers, &config.cache));
-    for (i, issuer) in config.issuers.iter().enumerate() {
+    for (issuer, files) in config.issuers.iter().zip(loaded.issuers) {
         let Some(shared) = verifier.issuer(&issuer.issuer).cloned() else {
             continue;
         };
-        for (kind, file) in jwks::key_files(issuer) {
-            let fp = file_fingerprint(&file);
-            let loaded = jwks::load_file(kind, &file)
-                .map_err(|e| config.named(format_args!("issuers[{i}].{}", kind.field()), e))?;
+        for key_file in files.key_files {
+            let KeyFileLoaded {
+                kind,
+                file,
+                fingerprint,
+                loaded,
+            } = key_file;
             for skipped in &loaded.skipped {
                 tracing::warn!(issuer = %issuer.issuer, file = %file.display(), key = %skipped, "key skipped");
             }
@@ -85,12 +207,11 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
                 kind,
                 file,
                 changes,
-                fp,
+                fingerprint,
                 metrics.clone(),
             ));
         }
-        if let Some(remote) = &issuer.remote {
-            let client = remote::client(remote, &format!("issuers[{i}]"))?;
+        if let Some(client) = files.client {
             tokio::spawn(remote::run(
                 shared.clone(),
                 client,
@@ -106,29 +227,23 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         }
     }
 
-    // Rules: the file (when configured) must be valid to start.
-    let (file_rules, rules_fp) = match &config.revocation.file {
-        Some(file) => {
-            let (fp, table) = reload::read_rules(file, None);
-            let table = table
-                .unwrap_or_else(|| Ok(RuleTable::default()))
-                .map_err(|e| config.named("revocation.file", e))?;
-            tracing::info!(file = %file.display(), rules = table.len(), "rules loaded");
+    // Rules: the file's, and the pushed rules saved by the last run.
+    let (file_rules, rules_fp) = match loaded.rules {
+        Some(rules) => {
+            tracing::info!(file = %rules.file.display(), rules = rules.table.len(), "rules loaded");
             reload::trim_heap();
-            (table, Some(fp))
+            (rules.table, Some(rules.fingerprint))
         }
         None => (RuleTable::default(), None),
     };
-    // Pushed rules saved by the last run: a state file that cannot be read stops the start,
-    // never a silent start with nothing revoked.
-    let (state_dir, pushed) = match &config.revocation.state_dir {
+    let state_dir = match &config.revocation.state_dir {
         Some(dir) => {
-            let state_dir = StateDir::open(dir)?;
-            let pushed = state_dir.load()?;
-            tracing::info!(file = %state_dir.file().display(), rules = pushed.len(), "pushed rules restored");
-            (Some(state_dir), pushed)
+            let state_dir = StateDir::open(dir)
+                .map_err(|e| LoadError(vec![config.named("revocation.state_dir", e)]))?;
+            tracing::info!(file = %state_dir.file().display(), rules = loaded.pushed.len(), "pushed rules restored");
+            Some(state_dir)
         }
-        None => (None, RuleTable::default()),
+        None => None,
     };
     // A cutoff can go once every token it could catch is past max_token_lifetime, plus the
     // clock skew any issuer is allowed.
@@ -136,8 +251,13 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         let leeway = config.issuers.iter().map(|i| i.leeway).max();
         l.saturating_add(leeway.unwrap_or_default())
     });
-    let (writer, handle) =
-        state::writer(file_rules, pushed, prune_after, metrics.clone(), state_dir);
+    let (writer, handle) = state::writer(
+        file_rules,
+        loaded.pushed,
+        prune_after,
+        metrics.clone(),
+        state_dir,
+    );
     tokio::spawn(writer.run());
     if let (Some(file), Some(fp)) = (&config.revocation.file, rules_fp) {
         let changes = watcher
@@ -159,16 +279,15 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         metrics: metrics.clone(),
     });
 
-    let admin_auth = match &config.admin.token_file {
-        Some(file) => {
-            let auth = AdminAuth::load(file).map_err(|e| config.named("admin.token_file", e))?;
+    let admin_auth = match (&config.admin.token_file, loaded.admin) {
+        (Some(file), Some(auth)) => {
             let changes = watcher
                 .watch(file)
                 .map_err(|e| ServeError::Watch(e.to_string()))?;
             tokio::spawn(auth.clone().follow(file.clone(), changes));
             auth
         }
-        None => {
+        _ => {
             tracing::warn!("admin.token_file is not set: the rules API is read-only");
             AdminAuth::disabled()
         }

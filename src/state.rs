@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
-use crate::revocation::{Rule, RuleTable, Selector, Snapshot, UnixTime};
+use crate::revocation::{Rule, RuleTable, Selector, Snapshot, Source, UnixTime};
 use crate::sources::persist::StateDir;
 
 /// Commands waiting beyond this make senders wait: back-pressure, not unbounded memory.
@@ -155,8 +155,11 @@ pub fn writer(
     let max_token_lifetime =
         max_token_lifetime.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let now = unix_now();
-    let file = Arc::new(file.pruned(now, max_token_lifetime));
-    let pushed = pushed.pruned(now, max_token_lifetime);
+    let (file, pruned) = prune_table(&file, now, max_token_lifetime);
+    pruned.log(Source::File, tracing::Level::INFO);
+    let file = Arc::new(file);
+    let (pushed, pruned) = prune_table(&pushed, now, max_token_lifetime);
+    pruned.log(Source::Pushed, tracing::Level::INFO);
     let snapshot = Snapshot {
         version: 1,
         file: file.clone(),
@@ -312,16 +315,22 @@ impl Writer {
         }
     }
 
-    /// Drops expired rules from both layers.
+    /// Drops expired rules from both layers. Rules of the file leaving are logged at info
+    /// (an operator wrote them, and `veto_rules` now counts fewer than the file holds);
+    /// pushed rules expire all the time (every session rule does), so at debug.
     fn prune(&mut self) -> Changed {
         let now = unix_now();
         let mut changed = Changed::default();
         if self.file.has_prunable(now, self.max_token_lifetime) {
-            self.file = Arc::new(self.file.pruned(now, self.max_token_lifetime));
+            let (file, pruned) = prune_table(&self.file, now, self.max_token_lifetime);
+            pruned.log(Source::File, tracing::Level::INFO);
+            self.file = Arc::new(file);
             changed.file = true;
         }
         if self.pushed.has_prunable(now, self.max_token_lifetime) {
-            self.pushed = self.pushed.pruned(now, self.max_token_lifetime);
+            let (pushed, pruned) = prune_table(&self.pushed, now, self.max_token_lifetime);
+            pruned.log(Source::Pushed, tracing::Level::DEBUG);
+            self.pushed = pushed;
             changed.pushed = true;
         }
         changed
@@ -360,6 +369,64 @@ impl Writer {
             "snapshot published"
         );
         self.published.store(Arc::new(snapshot));
+    }
+}
+
+/// `table` without the rules that can no longer match at `now`, and how many went, by why.
+fn prune_table(
+    table: &RuleTable,
+    now: UnixTime,
+    max_token_lifetime: Option<UnixTime>,
+) -> (RuleTable, Pruned) {
+    let kept = table.pruned(now, max_token_lifetime);
+    let gone = table.len().saturating_sub(kept.len());
+    // Counting the expired ones walks the table again: only when some rule went.
+    let expired = if gone == 0 {
+        0
+    } else {
+        table.rules().filter(|r| !r.scope.is_live(now)).count()
+    };
+    let pruned = Pruned {
+        expired,
+        cutoff_past_lifetime: gone.saturating_sub(expired),
+    };
+    (kept, pruned)
+}
+
+/// Rules dropped by one prune, by why they can no longer match anything.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Pruned {
+    /// Their `expires_at` has passed.
+    expired: usize,
+    /// Their `issued_before` is older than `max_token_lifetime` (plus leeway): every token
+    /// they could revoke is refused as too old anyway.
+    cutoff_past_lifetime: usize,
+}
+
+impl Pruned {
+    /// One line when any rule went (tracing takes the level as a constant: one arm each).
+    fn log(&self, source: Source, level: tracing::Level) {
+        let pruned = self.expired + self.cutoff_past_lifetime;
+        if pruned == 0 {
+            return;
+        }
+        macro_rules! pruned {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    source = source.as_str(),
+                    pruned,
+                    expired = self.expired,
+                    cutoff_past_lifetime = self.cutoff_past_lifetime,
+                    "rules pruned: they can no longer match (expired, or a cutoff older than max_token_lifetime)"
+                )
+            };
+        }
+        if level == tracing::Level::INFO {
+            pruned!(tracing::Level::INFO);
+        } else {
+            pruned!(tracing::Level::DEBUG);
+        }
     }
 }
 
@@ -444,5 +511,35 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(o, DeleteOutcome::NotFound);
+    }
+
+    #[test]
+    fn a_prune_counts_expired_rules_and_cutoffs_past_the_token_lifetime() {
+        let now = 1_800_000_000;
+        let mut t = RuleTable::default();
+        t.insert(sub("kept"));
+        t.insert(Rule {
+            selector: Selector::Sub("expired".into()),
+            scope: Scope::new(None, None, Some(now - 1), None),
+        });
+        t.insert(Rule {
+            selector: Selector::Sub("old-cutoff".into()),
+            scope: Scope::new(None, Some(now - 7200), None, None),
+        });
+        t.insert(Rule {
+            selector: Selector::Sub("recent-cutoff".into()),
+            scope: Scope::new(None, Some(now - 60), None, None),
+        });
+        let (kept, pruned) = prune_table(&t, now, Some(3600));
+        assert_eq!(kept.len(), 2);
+        assert_eq!(
+            pruned,
+            Pruned {
+                expired: 1,
+                cutoff_past_lifetime: 1
+            }
+        );
+        let (kept, pruned) = prune_table(&kept, now, Some(3600));
+        assert_eq!((kept.len(), pruned), (2, Pruned::default()));
     }
 }

@@ -482,3 +482,233 @@ async fn a_thousand_concurrent_pushes_racing_file_reloads_all_land() {
     let (_, list) = admin.get("/v1/rules?source=pushed").await;
     assert_eq!(ids(&list).len(), 1000);
 }
+
+// ---- the audit log, denial log levels, /metrics and pruning ---------------------------
+
+use crate::common::{assert_check_denied, check, check_client, headers_request};
+
+/// veto's JSON log lines so far.
+fn log_lines(veto: &Veto) -> Vec<Value> {
+    veto.log()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// Waits for the first log line `matches` accepts (log lines are written by a background
+/// thread, after the answer the client saw); panics with the log when none comes.
+async fn wait_for_log_line(veto: &Veto, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    let mut found = None;
+    poll_until(Duration::from_secs(10), async || {
+        found = log_lines(veto).into_iter().find(|line| matches(line));
+        found.is_some()
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("no log line {what}\n{}", veto.log()))
+}
+
+fn is_audit(line: &Value, action: &str, result: &str) -> bool {
+    line["target"] == "veto::audit" && line["action"] == action && line["result"] == result
+}
+
+#[tokio::test]
+async fn a_wrong_admin_token_and_a_body_that_is_not_json_each_leave_an_audit_line() {
+    let veto = dir_with(json!({"rules": []})).start(&config(None)).await;
+    let admin = Admin::of(&veto);
+    let wrong = "wrong-token-that-must-never-be-logged";
+
+    let (status, _) = admin
+        .with_token(Some(wrong))
+        .post("/v1/rules", json!({"sub": "x"}))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let refused = wait_for_log_line(&veto, "auditing the wrong token", |l| {
+        is_audit(l, "push", "unauthorized")
+    })
+    .await;
+    let who = refused["who"].as_str().unwrap_or_default();
+    assert!(
+        who.len() == 8 && who.bytes().all(|b| b.is_ascii_hexdigit()),
+        "the caller is named by a hash prefix of the token it sent: {refused}"
+    );
+    assert_eq!(refused["status"], 401, "{refused}");
+
+    let resp = admin
+        .req(reqwest::Method::POST, "/v1/rules")
+        .header("content-type", "application/json")
+        .body("{\"sub\": ")
+        .send()
+        .await
+        .expect("admin request");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let invalid = wait_for_log_line(&veto, "auditing the body that is not JSON", |l| {
+        is_audit(l, "push", "invalid")
+    })
+    .await;
+    assert!(
+        invalid["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not JSON"),
+        "{invalid}"
+    );
+    assert_eq!(invalid["status"], 400, "{invalid}");
+
+    let log = veto.log();
+    for secret in [wrong, ADMIN_TOKEN] {
+        assert!(!log.contains(secret), "a token reached the log:\n{log}");
+    }
+}
+
+#[tokio::test]
+async fn the_audit_line_of_a_push_lists_the_rule_ids_as_a_json_array() {
+    let veto = dir_with(json!({"rules": []})).start(&config(None)).await;
+    let (status, _) = Admin::of(&veto)
+        .post(
+            "/v1/rules",
+            json!({"rules": [{"sub": "alice"}, {"session": "s-1"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let pushed = wait_for_log_line(&veto, "auditing the push", |l| is_audit(l, "push", "ok")).await;
+    assert_eq!(
+        pushed["ids"],
+        json!(["sub:alice", "session:s-1"]),
+        "{pushed}"
+    );
+}
+
+#[tokio::test]
+async fn missing_token_denials_can_be_logged_below_info_and_are_counted_all_the_same() {
+    let quiet = format!(
+        "{}log:\n  denials:\n    missing_token: debug\n",
+        config(None)
+    );
+    let veto = dir_with(json!({"rules": []})).start(&quiet).await;
+    let mut client = check_client(veto.grpc_addr()).await;
+
+    assert_check_denied(
+        &check(&mut client, headers_request(&[])).await,
+        "missing_token",
+    );
+    let malformed = headers_request(&[("authorization", "Bearer not-a-jwt")]);
+    assert_check_denied(&check(&mut client, malformed).await, "malformed_token");
+
+    // Lines are written in order: once the second denial's line is there, the first one's
+    // would be too.
+    wait_for_log_line(&veto, "for the malformed token", |l| {
+        l["reason"] == "malformed_token"
+    })
+    .await;
+    assert!(
+        !log_lines(&veto)
+            .iter()
+            .any(|l| l["reason"] == "missing_token"),
+        "missing_token was logged at info:\n{}",
+        veto.log()
+    );
+    assert_eq!(
+        veto.metric(r#"veto_checks_total{decision="deny",reason="missing_token"}"#)
+            .await,
+        Some(1.0),
+        "the quiet denial is still counted"
+    );
+}
+
+#[tokio::test]
+async fn metrics_answer_in_the_format_the_scraper_asked_for() {
+    let veto = dir_with(json!({"rules": []})).start(&config(None)).await;
+    let http = http_client();
+
+    let plain = http
+        .get(veto.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(
+        plain.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let body = plain.text().await.expect("read /metrics");
+    assert!(
+        !body.contains("# EOF"),
+        "an OpenMetrics end marker in the classic format:\n{body}"
+    );
+    assert!(
+        body.contains("# TYPE veto_checks_total counter\n"),
+        "the classic format types a counter under its sample name:\n{body}"
+    );
+
+    // What Prometheus sends.
+    let openmetrics = http
+        .get(veto.admin_url("/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+        )
+        .send()
+        .await
+        .expect("GET /metrics");
+    let content_type = openmetrics.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let body = openmetrics.text().await.expect("read /metrics");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    assert!(body.contains("# TYPE veto_checks counter\n"), "{body}");
+}
+
+/// [`config`] with `revocation.max_token_lifetime: 24h`, as the bundled example has.
+fn config_with_a_token_lifetime() -> String {
+    let config = config(None);
+    let with = config.replace(
+        "  file: rules/rules.json\n",
+        "  file: rules/rules.json\n  max_token_lifetime: 24h\n",
+    );
+    assert_ne!(with, config, "the test config has a rules file");
+    with
+}
+
+#[tokio::test]
+async fn every_rule_of_the_bundled_example_is_in_force() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules/rules.json");
+    let rules: Value =
+        serde_json::from_str(&std::fs::read_to_string(&example).expect("read the example rules"))
+            .expect("the example rules are JSON");
+    let count = rules["rules"].as_array().map_or(0, Vec::len);
+    let veto = dir_with(rules).start(&config_with_a_token_lifetime()).await;
+
+    assert_eq!(
+        veto.metric(r#"veto_rules{source="file"}"#).await,
+        Some(count as f64),
+        "a rule of {} was pruned at load\n{}",
+        example.display(),
+        veto.log()
+    );
+}
+
+#[tokio::test]
+async fn rules_that_can_no_longer_match_are_pruned_at_load_with_a_line_saying_why() {
+    let veto = dir_with(json!({"rules": [
+        {"sub": "kept"},
+        {"sub": "cutoff-long-ago", "issued_before": "2020-01-01T00:00:00Z"},
+        {"session": "expired", "expires_at": "2020-01-01T00:00:00Z"},
+    ]}))
+    .start(&config_with_a_token_lifetime())
+    .await;
+
+    assert_eq!(veto.metric(r#"veto_rules{source="file"}"#).await, Some(1.0));
+    let pruned = wait_for_log_line(&veto, "about the pruned rules", |l| {
+        l["pruned"].is_u64() && l["source"] == "file"
+    })
+    .await;
+    assert_eq!(pruned["pruned"], 2, "{pruned}");
+    assert_eq!(pruned["expired"], 1, "{pruned}");
+    assert_eq!(pruned["cutoff_past_lifetime"], 1, "{pruned}");
+}

@@ -360,6 +360,162 @@ fn check_config_refuses_a_missing_config_file_naming_it() {
         .assert_stderr_names(&[&config.display().to_string()]);
 }
 
+#[test]
+fn check_config_lists_every_invalid_field_each_line_prefixed_alike() {
+    let (dir, config) = config_dir(GOOD_CONFIG);
+    let bad = GOOD_CONFIG
+        .replace("grpc: {listen: 127.0.0.1:9191}", "grpc: {listen: nowhere}")
+        .replace("[RS256, ES256, HS256]", "[RS256, none]")
+        .replace("max_token_lifetime: 24h", "max_token_lifetime: 1 fortnight");
+    dir.write("veto.yaml", &bad);
+
+    let run = run_veto([Path::new("check-config"), &config]);
+
+    run.assert_exit(1);
+    let prefix = format!("veto: {}: ", config.display());
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let fields = [
+        "grpc.listen",
+        "issuers[0].algorithms[1]",
+        "revocation.max_token_lifetime",
+    ];
+    assert_eq!(
+        lines.len(),
+        fields.len(),
+        "one line per error:\n{}",
+        run.output()
+    );
+    for (line, field) in lines.iter().zip(fields) {
+        assert!(
+            line.starts_with(&format!("{prefix}{field}: ")),
+            "`{prefix}{field}: ...` expected: {line}"
+        );
+    }
+}
+
+#[test]
+fn check_config_lists_every_file_it_cannot_use_each_with_its_field() {
+    let with_token = GOOD_CONFIG.replace(
+        "admin: {listen: 127.0.0.1:9192}",
+        "admin: {listen: 127.0.0.1:9192, token_file: admin-token}",
+    );
+    let (dir, config) = config_dir(&with_token);
+    let jwks = dir.write("jwks.json", "-----BEGIN NONSENSE-----\n");
+    let hmac = dir.path().join("hs256.key");
+    std::fs::remove_file(&hmac).expect("remove the HMAC secret");
+    let rules = dir.write(
+        "rules/rules.json",
+        r#"{"rules": [{"sub": "ok"}, {"sub": "x", "issued_before": "tomorrow"}, {"sub": "d", "colour": "red"}]}"#,
+    );
+    let token = dir.path().join("admin-token");
+
+    let run = run_veto([Path::new("check-config"), &config]);
+
+    run.assert_exit(1);
+    let prefix = format!("veto: {}: ", config.display());
+    let expected = [
+        ("issuers[0].jwks_file", &jwks, ""),
+        ("issuers[0].hmac_secret_file", &hmac, ""),
+        ("revocation.file", &rules, "rules[1].issued_before"),
+        ("revocation.file", &rules, "rules[2].colour"),
+        ("admin.token_file", &token, ""),
+    ];
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        expected.len(),
+        "one line per error:\n{}",
+        run.output()
+    );
+    for (field, file, detail) in expected {
+        let start = format!("{prefix}{field}: {}", file.display());
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.starts_with(&start) && line.contains(detail)),
+            "no line `{start}...{detail}`:\n{}",
+            run.output()
+        );
+    }
+}
+
+#[test]
+fn check_rules_prefixes_every_error_line_alike() {
+    let dir = VetoDir::new();
+    let file = dir.write(
+        "rules.json",
+        r#"{"rules": [{"sub": "x", "issued_before": "tomorrow"}, {"sub": "d", "colour": "red"}]}"#,
+    );
+
+    let run = run_veto([Path::new("check-rules"), &file]);
+
+    run.assert_exit(1);
+    let prefix = format!("veto: {}: rules[", file.display());
+    assert_eq!(run.stderr.lines().count(), 2, "{}", run.output());
+    for line in run.stderr.lines() {
+        assert!(line.starts_with(&prefix), "`{prefix}...` expected: {line}");
+    }
+}
+
+#[test]
+fn summaries_count_one_rule_and_one_issuer_in_the_singular() {
+    let dir = VetoDir::new();
+    let file = dir.write("rules.json", r#"{"rules": [{"sub": "mallory"}]}"#);
+    let summary = run_veto([Path::new("check-rules"), &file])
+        .success()
+        .to_owned();
+    assert!(summary.ends_with(": ok, 1 rule"), "{summary}");
+
+    let (dir, config) = config_dir(GOOD_CONFIG);
+    dir.write("rules/rules.json", r#"{"rules": [{"sub": "mallory"}]}"#);
+    let summary = run_veto([Path::new("check-config"), &config])
+        .success()
+        .to_owned();
+    assert!(
+        summary.contains("ok, 1 issuer, ") && summary.ends_with(", 1 rule"),
+        "{summary}"
+    );
+}
+
+/// Where the Deployment of `k8s/base` mounts the files its veto config names (see
+/// k8s/base/kustomization.yaml and deployment.yaml): the repository file each ConfigMap is
+/// generated from, and its path in the pod. The admin token's Secret has no value in the
+/// repository (the operator creates it), so the copy gets a stand-in.
+const POD_FILES: [(&str, &str); 2] = [
+    ("k8s/base/keys/jwks.json", "etc/veto/keys/jwks.json"),
+    ("k8s/base/rules/rules.yaml", "etc/veto/rules/rules.yaml"),
+];
+
+#[test]
+fn check_config_with_a_root_validates_the_kubernetes_config_against_a_copy_of_the_pods_files() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = repo.join("k8s/base/veto/veto.yaml");
+
+    // Its paths are the pod's: they do not exist here.
+    run_veto([Path::new("check-config"), &config])
+        .assert_exit(1)
+        .assert_stderr_names(&["/etc/veto/keys/jwks.json", "/etc/veto/admin/admin-token"]);
+
+    let root = VetoDir::new();
+    for (from, to) in POD_FILES {
+        let content = std::fs::read(repo.join(from)).unwrap_or_else(|e| panic!("read {from}: {e}"));
+        root.write(to, content);
+    }
+    root.write("etc/veto/admin/admin-token", "a-stand-in-admin-token\n");
+
+    let run = run_veto([
+        Path::new("check-config"),
+        Path::new("--root"),
+        root.path(),
+        &config,
+    ]);
+    let summary = run.success();
+    assert!(
+        summary.starts_with(&format!("{}: ok, 1 issuer, ", config.display())),
+        "{summary}"
+    );
+}
+
 // ---- token ----------------------------------------------------------------------------
 
 /// The PEM fixture and JWKS `kid` of each asymmetric algorithm `veto token` signs with.

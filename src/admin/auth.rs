@@ -36,8 +36,9 @@ pub struct AdminToken {
 pub enum Caller {
     /// The right token; the string is a hash prefix for the audit log.
     Admin(String),
-    /// No token, another scheme, or the wrong token.
-    Unauthenticated,
+    /// No token, another scheme, or the wrong token; a hash prefix of the bearer token
+    /// presented, if any, for the audit log (repeated tries with one token read alike).
+    Unauthenticated { presented: Option<String> },
     /// No `admin.token_file` is configured: writes are disabled.
     NoTokenConfigured,
 }
@@ -81,14 +82,16 @@ impl AdminAuth {
             .and_then(|v| v.trim().split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
-        let (Some(presented), Some(current)) = (presented, self.token.load_full()) else {
-            return Caller::Unauthenticated;
+        let Some(presented) = presented else {
+            return Caller::Unauthenticated { presented: None };
         };
         let digest = sha256(presented);
-        if bool::from(digest.ct_eq(&current.digest)) {
-            Caller::Admin(digest[..4].iter().map(|b| format!("{b:02x}")).collect())
-        } else {
-            Caller::Unauthenticated
+        let prefix = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        match self.token.load_full() {
+            Some(current) if bool::from(digest.ct_eq(&current.digest)) => Caller::Admin(prefix),
+            _ => Caller::Unauthenticated {
+                presented: Some(prefix),
+            },
         }
     }
 
@@ -149,9 +152,23 @@ mod tests {
             auth.caller(Some(b"bearer s3cret")),
             Caller::Admin(_)
         ));
-        assert_eq!(auth.caller(Some(b"Bearer s3cre")), Caller::Unauthenticated);
-        assert_eq!(auth.caller(Some(b"Basic s3cret")), Caller::Unauthenticated);
-        assert_eq!(auth.caller(None), Caller::Unauthenticated);
+        let wrong = auth.caller(Some(b"Bearer s3cre"));
+        let Caller::Unauthenticated {
+            presented: Some(prefix),
+        } = &wrong
+        else {
+            panic!("a wrong token is unauthenticated: {wrong:?}");
+        };
+        assert_eq!(prefix.len(), 8);
+        assert!(!prefix.contains("s3cre"));
+        assert_eq!(
+            auth.caller(Some(b"Basic s3cret")),
+            Caller::Unauthenticated { presented: None }
+        );
+        assert_eq!(
+            auth.caller(None),
+            Caller::Unauthenticated { presented: None }
+        );
         assert_eq!(
             AdminAuth::disabled().caller(Some(b"Bearer s3cret")),
             Caller::NoTokenConfigured

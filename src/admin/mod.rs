@@ -4,9 +4,11 @@
 //! request.
 //!
 //! - [`auth`]: the admin token (constant-time, rotated with its Secret).
+//! - [`audit`]: the audit log of changes and refused requests, and its JSON line format.
 //! - [`rules`]: `/v1/rules`, `/v1/explain` and the Reactive Interaction Gateway compatible
 //!   `/v3/session-blacklist`.
 
+pub mod audit;
 pub mod auth;
 mod rules;
 
@@ -19,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::authz::Authz;
-use crate::metrics::Metrics;
+use crate::metrics::{Exposition, Metrics};
 use crate::readiness::Readiness;
 use crate::state::StateHandle;
 use auth::AdminAuth;
@@ -69,20 +71,40 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
     }
 }
 
-/// The exposition is OpenMetrics text, which Prometheus asks for by name; any other client
-/// (curl, an older scraper) gets it labelled as the classic Prometheus text format, which
-/// it also parses as (the `# EOF` line is a comment there).
+/// OpenMetrics text when the scraper asks for it (Prometheus does, by name, in its
+/// `Accept`); the classic Prometheus text format for anyone else (curl, older scrapers), so
+/// the body always matches its content type.
 async fn metrics(State(s): State<AdminState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
-    let openmetrics = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/openmetrics-text"));
-    let content_type = if openmetrics {
-        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    let format = if accepts_openmetrics(&headers) {
+        Exposition::OpenMetrics
     } else {
-        "text/plain; version=0.0.4; charset=utf-8"
+        Exposition::Classic
     };
-    ([(header::CONTENT_TYPE, content_type)], s.metrics.encode())
+    (
+        [(header::CONTENT_TYPE, format.content_type())],
+        s.metrics.encode(format),
+    )
+}
+
+/// Whether `Accept` names `application/openmetrics-text` with a non-zero quality.
+fn accepts_openmetrics(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let is_openmetrics = parts
+                .next()
+                .is_some_and(|t| t.eq_ignore_ascii_case("application/openmetrics-text"));
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            is_openmetrics && !refused
+        })
 }
 
 /// An admin API failure: a status and `{"error": message}` (SPEC §5), plus the bearer
@@ -99,6 +121,11 @@ impl ApiError {
             status,
             body: serde_json::json!({ "error": message.into() }),
         }
+    }
+
+    /// The `error` message, for the audit log.
+    fn message(&self) -> &str {
+        self.body["error"].as_str().unwrap_or_default()
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! Bodies are validated with the same code as the rules file; a batch is applied whole or
 //! not at all. Every change writes one audit line: who (a hash prefix of the admin token),
-//! what (rule ids), and the result.
+//! what (rule ids), and the result; so does every request refused (see [`audit`]).
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use super::audit;
 use super::auth::Caller;
 use super::{AdminState, ApiError, MAX_BODY_BYTES};
 use crate::decision::Decision;
@@ -30,23 +31,50 @@ enum Access {
     Write,
 }
 
-/// Checks the admin token; the `Ok` value names the caller for the audit log.
-fn authorize(s: &AdminState, headers: &HeaderMap, access: Access) -> Result<String, ApiError> {
+/// Checks the admin token; the `Ok` value names the caller for the audit log. A refusal
+/// writes its own audit line: who tried (a hash prefix of the token presented), what, and
+/// why it was refused.
+fn authorize(
+    s: &AdminState,
+    headers: &HeaderMap,
+    access: Access,
+    action: &'static str,
+) -> Result<String, ApiError> {
+    let refused = |who: Option<String>, result: &'static str, error: ApiError| {
+        let who = who.as_deref().unwrap_or("-");
+        tracing::warn!(target: audit::TARGET, who, action, result, status = error.status.as_u16(), "admin request refused");
+        error
+    };
     match s
         .auth
         .caller(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
     {
         Caller::Admin(who) => Ok(who),
         Caller::NoTokenConfigured if access == Access::Read => Ok("anonymous".into()),
-        Caller::NoTokenConfigured => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "writes are disabled because no admin token is configured: set admin.token_file in the veto config to a file holding a bearer token, then send it as Authorization: Bearer <token>",
+        Caller::NoTokenConfigured => Err(refused(
+            None,
+            "forbidden",
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "writes are disabled because no admin token is configured: set admin.token_file in the veto config to a file holding a bearer token, then send it as Authorization: Bearer <token>",
+            ),
         )),
-        Caller::Unauthenticated => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong admin token: send Authorization: Bearer <the token in admin.token_file>",
+        Caller::Unauthenticated { presented } => Err(refused(
+            presented,
+            "unauthorized",
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong admin token: send Authorization: Bearer <the token in admin.token_file>",
+            ),
         )),
     }
+}
+
+/// Writes the audit line of a change refused for its body (not JSON, too large, invalid)
+/// and passes the error on.
+fn rejected(who: &str, action: &'static str, error: ApiError) -> ApiError {
+    tracing::info!(target: audit::TARGET, who, action, result = "invalid", status = error.status.as_u16(), error = error.message(), "change rejected");
+    error
 }
 
 fn now_ms() -> i64 {
@@ -116,13 +144,13 @@ pub async fn push(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let who = authorize(&s, &headers, Access::Write)?;
-    let body = json_body(body).await?;
+    let who = authorize(&s, &headers, Access::Write, "push")?;
+    let body = json_body(body)
+        .await
+        .map_err(|e| rejected(&who, "push", e))?;
     let known = |iss: &str| s.authz.verifier.issuer(iss).is_some();
-    let rules = rules_from_body(&body, now_ms(), s.max_token_lifetime, &known).map_err(|errors| {
-        tracing::info!(target: "veto::audit", who, action = "push", result = "invalid", error = %errors.join("; "), "push rejected");
-        invalid(errors)
-    })?;
+    let rules = rules_from_body(&body, now_ms(), s.max_token_lifetime, &known)
+        .map_err(|errors| rejected(&who, "push", invalid(errors)))?;
     store(&s, &who, rules).await
 }
 
@@ -140,7 +168,7 @@ async fn store(s: &AdminState, who: &str, rules: Vec<Rule>) -> Result<Response, 
         .collect();
     match s.state.push(rules).await {
         Ok(version) => {
-            tracing::info!(target: "veto::audit", who, action = "push", ids = ?ids, version, result = "ok", "rules pushed");
+            tracing::info!(target: audit::TARGET, who, action = "push", ids = %audit::list(&ids), version, result = "ok", "rules pushed");
             let snapshot = s.state.reader().load_full();
             let stored: Vec<Value> = keys
                 .iter()
@@ -154,7 +182,7 @@ async fn store(s: &AdminState, who: &str, rules: Vec<Rule>) -> Result<Response, 
                 .into_response())
         }
         Err(e) => {
-            tracing::error!(target: "veto::audit", who, action = "push", ids = ?ids, result = "error", error = %e, "push failed");
+            tracing::error!(target: audit::TARGET, who, action = "push", ids = %audit::list(&ids), result = "error", error = %e, "push failed");
             Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 e.to_string(),
@@ -306,7 +334,7 @@ pub async fn list(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, &headers, Access::Read)?;
+    authorize(&s, &headers, Access::Read, "list")?;
     let wanted = match q.source.as_deref() {
         None => None,
         Some("file") => Some(Source::File),
@@ -381,7 +409,7 @@ pub async fn get_one(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, &headers, Access::Read)?;
+    authorize(&s, &headers, Access::Read, "get")?;
     let snapshot = s.state.reader().load_full();
     let (rule, source) = find(&snapshot, &id).ok_or_else(|| not_found(&id))?;
     Ok(Json(rule_view(&rule, source)).into_response())
@@ -393,20 +421,20 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let who = authorize(&s, &headers, Access::Write)?;
+    let who = authorize(&s, &headers, Access::Write, "delete")?;
     let snapshot = s.state.reader().load_full();
     let Some((rule, _)) = find(&snapshot, &id) else {
-        tracing::info!(target: "veto::audit", who, action = "delete", id, result = "not_found", "delete of an absent rule");
+        tracing::info!(target: audit::TARGET, who, action = "delete", id, result = "not_found", "delete of an absent rule");
         return Err(not_found(&id));
     };
     let iss = rule.scope.iss.as_deref().map(str::to_owned);
     match s.state.delete(rule.selector, iss).await {
         Ok((DeleteOutcome::Deleted, version)) => {
-            tracing::info!(target: "veto::audit", who, action = "delete", id, version, result = "ok", "rule deleted");
+            tracing::info!(target: audit::TARGET, who, action = "delete", id, version, result = "ok", "rule deleted");
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Ok((DeleteOutcome::FromFile, _)) => {
-            tracing::info!(target: "veto::audit", who, action = "delete", id, result = "conflict", "delete of a file rule refused");
+            tracing::info!(target: audit::TARGET, who, action = "delete", id, result = "conflict", "delete of a file rule refused");
             Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!("rule `{id}` comes from the rules file; remove it there"),
@@ -414,7 +442,7 @@ pub async fn delete(
         }
         Ok((DeleteOutcome::NotFound, _)) => Err(not_found(&id)),
         Err(e) => {
-            tracing::error!(target: "veto::audit", who, action = "delete", id, result = "error", error = %e, "delete failed");
+            tracing::error!(target: audit::TARGET, who, action = "delete", id, result = "error", error = %e, "delete failed");
             Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 e.to_string(),
@@ -429,7 +457,7 @@ pub async fn explain(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&s, &headers, Access::Read)?;
+    authorize(&s, &headers, Access::Read, "explain")?;
     let body = json_body(body).await?;
     let Some(token) = body.get("token").and_then(Value::as_str) else {
         return Err(ApiError::new(
@@ -467,8 +495,10 @@ pub async fn blacklist_session(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let who = authorize(&s, &headers, Access::Write)?;
-    let body = json_body(body).await?;
+    let who = authorize(&s, &headers, Access::Write, "push")?;
+    let body = json_body(body)
+        .await
+        .map_err(|e| rejected(&who, "push", e))?;
     let mut errors = Vec::new();
     let session = match body.get("sessionId") {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
@@ -485,7 +515,7 @@ pub async fn blacklist_session(
         }
     };
     let (Some(session), Some(validity)) = (session, validity) else {
-        return Err(invalid(errors));
+        return Err(rejected(&who, "push", invalid(errors)));
     };
     let raw = RawRule {
         session: Some(Scalar::Str(session)),
@@ -494,7 +524,7 @@ pub async fn blacklist_session(
     };
     let rule = raw
         .validate("", Origin::Api { now_ms: now_ms() })
-        .map_err(invalid)?;
+        .map_err(|errors| rejected(&who, "push", invalid(errors)))?;
     store(&s, &who, vec![rule]).await
 }
 
@@ -504,7 +534,7 @@ pub async fn session_status(
     headers: HeaderMap,
     Path(session_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, &headers, Access::Read)?;
+    authorize(&s, &headers, Access::Read, "session_status")?;
     let snapshot = s.state.reader().load_full();
     let now = unix_now();
     let selector = Selector::Session(session_id.as_str().into());

@@ -36,6 +36,16 @@ pub struct StateDir {
 }
 
 impl StateDir {
+    /// The state directory at `dir`, without touching the disk: enough to [`load`] from
+    /// (a directory that does not exist holds no saved rules), as `veto check-config` does.
+    ///
+    /// [`load`]: StateDir::load
+    pub fn at(dir: &Path) -> StateDir {
+        StateDir {
+            dir: dir.to_path_buf(),
+        }
+    }
+
     /// Opens (creating if needed) the state directory.
     pub fn open(dir: &Path) -> Result<StateDir, PersistError> {
         fs::create_dir_all(dir).map_err(|source| PersistError::Io {
