@@ -175,7 +175,7 @@ pub fn load(config: &Config) -> Result<Loaded, LoadError> {
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new());
     let readiness = Readiness::default();
-    let starting = readiness.block();
+    let starting = readiness.block("start-up");
     let shutdown = Shutdown::on_signals().map_err(ServeError::Signals)?;
     let mut watcher = FileWatcher::new().map_err(|e| ServeError::Watch(e.to_string()))?;
     // Every file is read and valid before anything listens.
@@ -216,7 +216,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
                 shared.clone(),
                 client,
                 metrics.clone(),
-                readiness.block(),
+                readiness.block(format!("keys of {}", issuer.issuer)),
             ));
         }
         metrics.keys_loaded(&issuer.issuer, shared.key_count());

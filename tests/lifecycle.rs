@@ -21,9 +21,9 @@ use tonic::codegen::{Bytes, Service, http};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::common::{
-    AppSaw, EchoUpstream, Envoy, Pod, Run, SIDECAR_CONFIG, SUBJECT, Token, VetoDir,
-    assert_denied_as_missing_token, check_allowed, free_loopback_addr, headers_request,
-    http_client, metric_value, poll_until, run_command, veto_command,
+    AppSaw, EchoUpstream, Envoy, Idp, Pod, Run, SIDECAR_CONFIG, SUBJECT, Token, VetoDir,
+    assert_denied_as_missing_token, check_allowed, fixture_jwk, free_loopback_addr,
+    headers_request, http_client, jwk_set, metric_value, poll_until, run_command, veto_command,
 };
 
 /// The standard sidecar config (see `common::SIDECAR_CONFIG`).
@@ -289,6 +289,29 @@ async fn metrics_count_a_denied_request_and_show_rules_keys_and_snapshot_version
     assert!(
         counted,
         "{denied} 1 after one request without a token:\n{after}"
+    );
+}
+
+#[tokio::test]
+async fn readyz_says_what_veto_still_waits_for() {
+    // The issuer's keys come from an identity provider that is down: never fetched.
+    let idp = Idp::start_down(jwk_set([fixture_jwk("rsa-1")]));
+    let config = CONFIG.replace(
+        "jwks_file: jwks.json\n    hmac_secret_file: hs256.key",
+        &format!("jwks_uri: {}", idp.jwks_uri()),
+    );
+    let veto = sidecar_dir().start_unready(&config).await;
+
+    let response = http_client()
+        .get(veto.admin_url("/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz");
+
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response.text().await.expect("read the body"),
+        "not ready: waiting for: keys of https://issuer.test\n"
     );
 }
 
