@@ -21,7 +21,7 @@ use crate::config::{Config, Listen, NamedBy};
 use crate::jwt::{Verifier, jwks, remote};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-use crate::revocation::RuleTable;
+use crate::revocation::{RuleTable, parse};
 use crate::shutdown::Shutdown;
 use crate::sources::file::{FileWatcher, Fingerprint, file_fingerprint};
 use crate::sources::persist::StateDir;
@@ -133,8 +133,8 @@ pub fn load(config: &Config) -> Result<Loaded, LoadError> {
         issuers.push(IssuerFiles { key_files, client });
     }
     let rules = config.revocation.file.as_ref().and_then(|file| {
-        let (fingerprint, table) = reload::read_rules(file, None);
-        match table.unwrap_or_else(|| Ok(RuleTable::default())) {
+        let (fingerprint, bytes) = reload::read_rules(file);
+        match bytes.and_then(|b| parse::parse_bytes(&b, file)) {
             Ok(table) => Some(RulesFile {
                 file: file.clone(),
                 fingerprint,
