@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use crate::config::{Config, ConfigError};
+use crate::load::{self, LoadError};
 use crate::revocation::parse::{self, RulesError};
-use crate::serve::{self, LoadError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -35,7 +35,7 @@ pub fn check_rules(file: &Path) -> Result<String, CheckError> {
 /// [`Config::load_under`]).
 pub fn check_config(file: &Path, root: Option<&Path>) -> Result<String, CheckError> {
     let config = Config::load_under(file, root)?;
-    let loaded = serve::load(&config)?;
+    let loaded = load::load(&config)?;
     let keys: usize = loaded
         .issuers
         .iter()
