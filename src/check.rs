@@ -19,11 +19,21 @@ pub enum CheckError {
     Files(#[from] LoadError),
 }
 
-/// Validates a rules file.
+/// Validates a rules file. Without a config the issuers are unknown, so a rule's `iss`
+/// cannot be checked against them (`serve` and `check-config` refuse a rule whose `iss` is
+/// not a configured issuer); the summary says so when some rule has one.
 pub fn check_rules(file: &Path) -> Result<String, CheckError> {
     let table = parse::load_file(file)?;
+    let with_iss = table.rules().filter(|r| r.scope.iss.is_some()).count();
+    let unchecked = match with_iss {
+        0 => String::new(),
+        n => format!(
+            " ({} with an iss not checked: check-config checks it against the configured issuers)",
+            count(n, "rule", "rules")
+        ),
+    };
     Ok(format!(
-        "{}: ok, {}",
+        "{}: ok, {}{unchecked}",
         file.display(),
         count(table.len(), "rule", "rules")
     ))

@@ -100,9 +100,12 @@ pub fn load(config: &Config) -> Result<Loaded, LoadError> {
         });
         issuers.push(IssuerFiles { key_files, client });
     }
+    // A rule whose `iss` is not a configured issuer could never match: refused here, as
+    // on reload and by the admin API.
+    let issuer_names: Vec<String> = config.issuers.iter().map(|i| i.issuer.clone()).collect();
     let rules = config.revocation.file.as_ref().and_then(|file| {
         let (fingerprint, bytes) = reload::read_rules(file);
-        match bytes.and_then(|b| parse::parse_bytes(&b, file)) {
+        match bytes.and_then(|b| parse::parse_bytes(&b, file, Some(&issuer_names))) {
             Ok(table) => Some(RulesFile {
                 file: file.clone(),
                 fingerprint,

@@ -249,6 +249,7 @@ fn start_rules(
             file.clone(),
             changes,
             fp,
+            config.issuers.iter().map(|i| i.issuer.clone()).collect(),
             handle.clone(),
             metrics.clone(),
         ));

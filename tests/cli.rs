@@ -180,6 +180,27 @@ fn check_rules_says_why_a_file_cannot_be_read_only_once() {
 }
 
 #[test]
+fn check_rules_accepts_an_iss_it_cannot_check_and_says_check_config_does() {
+    let dir = VetoDir::new();
+    let file = dir.write(
+        "rules.json",
+        r#"{"rules": [{"sub": "eve", "iss": "https://issuer.tset"}, {"sub": "mallory"}]}"#,
+    );
+
+    let run = run_veto([Path::new("check-rules"), &file]);
+
+    let summary = run.success();
+    assert!(
+        summary.starts_with(&format!(
+            "{}: ok, 2 rules (1 rule with an iss not checked",
+            file.display()
+        )),
+        "{summary}"
+    );
+    assert!(summary.contains("check-config"), "{summary}");
+}
+
+#[test]
 fn check_rules_without_a_file_is_a_usage_error() {
     run_veto(["check-rules"])
         .assert_exit(2)

@@ -210,6 +210,19 @@ const BAD_INPUTS: &[BadInput] = &[
         names: &["revocation.file: $DIR/rules/rules.json: rules[1].expires_at"],
     },
     BadInput {
+        what: "a rules-file rule for an issuer that is not configured",
+        spoil: |dir| {
+            dir.write(
+                "rules/rules.yaml",
+                "rules:\n  - sub: mallory\n    iss: https://issuer.test\n  - sub: eve\n    iss: https://issuer.tset\n",
+            );
+            Some(CONFIG.replace("rules/rules.json", "rules/rules.yaml"))
+        },
+        names: &[
+            "revocation.file: $DIR/rules/rules.yaml: rules[1].iss: `https://issuer.tset` is not a configured issuer",
+        ],
+    },
+    BadInput {
         what: "a rules file that is missing",
         spoil: |dir| {
             std::fs::remove_file(dir.path().join("rules/rules.json"))

@@ -26,26 +26,30 @@ pub fn read_rules(file: &Path) -> (Fingerprint, Result<Vec<u8>, parse::RulesErro
     (fp, bytes)
 }
 
-/// Follows the rules file until the writer stops.
+/// Follows the rules file until the writer stops. `issuers` are the configured ones: a
+/// rule naming another is an error, as it is at start.
 pub async fn follow_rules(
     file: PathBuf,
     mut changes: Changes,
     mut last: Fingerprint,
+    issuers: Vec<String>,
     state: StateHandle,
     metrics: Arc<Metrics>,
 ) {
+    let issuers: Arc<[String]> = issuers.into();
     loop {
         let path = file.clone();
         let bytes = changes
             .next_settled(&mut last, move || read_rules(&path))
             .await;
-        let path = file.clone();
+        let (path, issuers_now) = (file.clone(), issuers.clone());
         // Parsing a large file is blocking work; keep it off the async workers that answer
         // Checks. The bytes are dropped before the table is handed on, so a large file is
         // never held twice.
-        let Ok(parsed) =
-            tokio::task::spawn_blocking(move || bytes.and_then(|b| parse::parse_bytes(&b, &path)))
-                .await
+        let Ok(parsed) = tokio::task::spawn_blocking(move || {
+            bytes.and_then(|b| parse::parse_bytes(&b, &path, Some(&issuers_now)))
+        })
+        .await
         else {
             continue;
         };
