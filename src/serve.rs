@@ -4,7 +4,7 @@
 //! snapshot writer, and runs the Check server and the admin server until SIGTERM. It
 //! decides nothing itself.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, UnixListener};
@@ -64,8 +64,10 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let mut watcher = FileWatcher::new().map_err(|e| ServeError::Watch(e.to_string()))?;
     // Every file is read and valid before anything listens.
     let loaded = load::load(&config)?;
-    // Then the listeners, before any task starts: a port that is taken stops the start
-    // before anything runs. /readyz cannot say yes before either is open.
+    // Then the listeners, before any task starts: the Unix socket is created under a
+    // process-wide umask (see `bind_unix`), so nothing else may be creating files; and a
+    // port that is taken stops the start before anything runs. /readyz cannot say yes
+    // before either is open.
     let grpc = bind_grpc(&config).await?;
     let admin_listener = TcpListener::bind(config.admin.listen)
         .await
@@ -279,14 +281,25 @@ async fn bind_grpc(config: &Config) -> Result<Bound, ServeError> {
             {
                 std::fs::remove_file(path).map_err(err)?;
             }
-            let listener = UnixListener::bind(path).map_err(err)?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(
-                path,
-                std::fs::Permissions::from_mode(config.grpc.socket_mode),
-            )
-            .map_err(err)?;
+            let listener = bind_unix(path, config.grpc.socket_mode).map_err(err)?;
             Ok(Bound::Unix(listener, path.clone()))
         }
     }
+}
+
+/// Binds a Unix socket that has permissions `mode` from the moment it exists: a chmod
+/// after `bind` would leave a window in which the socket has the default permissions and
+/// anyone the umask allows can connect. `bind` creates the socket file with 0777 minus
+/// the umask, so the umask is set to what `mode` forbids for the call. The umask is
+/// process-wide; `run` binds before any task starts, so no other file is being created
+/// meanwhile.
+fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+    let forbidden = (!mode & 0o777) as libc::mode_t;
+    // SAFETY: umask only swaps the process's file-creation mask; it has no failure mode
+    // and touches no memory.
+    let previous = unsafe { libc::umask(forbidden) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring the mask that was in force.
+    unsafe { libc::umask(previous) };
+    bound
 }

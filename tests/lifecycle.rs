@@ -663,6 +663,49 @@ async fn over_a_unix_socket_a_valid_token_reaches_the_app_and_the_socket_is_mode
 }
 
 #[tokio::test]
+async fn the_socket_has_its_socket_mode_from_the_moment_it_exists() {
+    let dir = sidecar_dir();
+    // Every change to the dir's entries, in order (inotify keeps one watch's events in
+    // order): a chmod of the socket after its creation would show as a metadata change.
+    let (events, changes) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(events).expect("create a file watcher");
+    notify::Watcher::watch(
+        &mut watcher,
+        dir.path(),
+        notify::RecursiveMode::NonRecursive,
+    )
+    .expect("watch the dir");
+
+    let veto = dir.start(&uds_config(r#", socket_mode: "0600""#)).await;
+    let socket = veto.dir().join("veto.sock");
+    assert_eq!(mode(&socket), 0o600);
+    // A file created after veto is serving: once its event arrives, every event of the
+    // socket's start has too.
+    let marker = veto.write("after-start", "");
+
+    let mut seen = Vec::new();
+    loop {
+        let event = changes
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the marker's creation is reported")
+            .expect("a file event");
+        if event.paths.contains(&marker) {
+            break;
+        }
+        if event.paths.contains(&socket) {
+            seen.push(event.kind);
+        }
+    }
+    assert!(
+        !seen.iter().any(|kind| matches!(
+            kind,
+            notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
+        )),
+        "the socket's permissions changed after it was created: {seen:?}"
+    );
+}
+
+#[tokio::test]
 async fn socket_mode_0600_makes_the_socket_owner_only() {
     let veto = sidecar_dir()
         .start(&uds_config(r#", socket_mode: "0600""#))
