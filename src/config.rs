@@ -308,7 +308,8 @@ struct RawCache {
 #[serde(deny_unknown_fields)]
 struct RawGrpc {
     listen: Option<String>,
-    socket_mode: Option<RawScalar>,
+    #[serde(default, deserialize_with = "written_text")]
+    socket_mode: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -360,6 +361,24 @@ struct RawRevocation {
 struct RawForward {
     #[serde(default)]
     claims_to_headers: BTreeMap<String, String>,
+}
+
+/// A scalar's text exactly as the file writes it, quoted or not, before YAML gives it a
+/// type: `0660`, `0o660`, `660` and `"0660"` arrive as those characters. For a field whose
+/// digits mean something other than YAML's number would (a file mode is octal; YAML reads
+/// `0o660` as 432 and `660` as 660).
+fn written_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a file mode in octal digits, e.g. \"0660\"")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+    }
+    d.deserialize_str(Text).map(Some)
 }
 
 /// A YAML scalar that may be written as a number or a string (`24h` or `86400`).
@@ -484,20 +503,18 @@ impl Fields<'_> {
             .unwrap_or(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 9191))));
         let socket_mode = match raw.grpc.socket_mode {
             None => 0o660,
-            Some(mode) => {
-                // YAML reads an unquoted 0660 as the decimal digits 660: take them as octal
-                // digits, which is what the writer meant.
-                let digits = match mode {
-                    RawScalar::Str(s) => s.trim_start_matches("0o").to_owned(),
-                    RawScalar::Int(n) => n.to_string(),
-                };
-                self.check(
-                    u32::from_str_radix(&digits, 8).ok().filter(|m| *m <= 0o777),
-                    "grpc.socket_mode",
-                    "expected an octal mode like \"0660\"",
-                )
-                .unwrap_or(0o660)
-            }
+            Some(written) => match octal_mode(&written) {
+                Some(mode) => mode,
+                None => {
+                    self.err(
+                        "grpc.socket_mode",
+                        format!(
+                            "`{written}` is not a file mode: write octal digits as chmod takes them, up to 777, e.g. \"0660\" (0660, 660 and 0o660 mean the same)"
+                        ),
+                    );
+                    0o660
+                }
+            },
         };
         let admin_listen = raw.admin.listen.as_deref().unwrap_or("127.0.0.1:9192");
         let admin = AdminConfig {
@@ -797,6 +814,19 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
+/// A file mode written in octal digits (`0660`, `660`, or `0o660`), up to 0o777. The
+/// digits are read as written, never as the number YAML would make of them: YAML reads
+/// `0o660` as 432, whose digits read as octal would give others write permission.
+fn octal_mode(written: &str) -> Option<u32> {
+    let digits = written.strip_prefix("0o").unwrap_or(written);
+    if digits.is_empty() || !digits.bytes().all(|b| matches!(b, b'0'..=b'7')) {
+        return None;
+    }
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+}
+
 fn is_http_url(s: &str) -> bool {
     let rest = s
         .strip_prefix("https://")
@@ -934,6 +964,60 @@ mod tests {
             c.revocation.max_token_lifetime,
             Some(Duration::from_secs(86_400))
         );
+    }
+
+    #[test]
+    fn socket_mode_reads_the_octal_digits_as_written_quoted_or_not() {
+        for (written, mode) in [
+            ("\"0660\"", 0o660),
+            ("0660", 0o660),
+            ("660", 0o660),
+            ("0o660", 0o660),
+            ("\"0o600\"", 0o600),
+            ("0600", 0o600),
+            ("'0640'", 0o640),
+            ("0", 0),
+            ("0777", 0o777),
+        ] {
+            let c = parse(&format!(
+                "grpc: {{listen: unix:/run/veto.sock, socket_mode: {written}}}\n\
+                 issuers: [{{issuer: a, jwks_file: j}}]"
+            ))
+            .unwrap_or_else(|e| panic!("socket_mode: {written}: {e}"));
+            assert_eq!(c.grpc.socket_mode, mode, "socket_mode: {written}");
+        }
+    }
+
+    #[test]
+    fn a_socket_mode_that_is_not_octal_digits_is_refused_naming_the_field() {
+        // 0o660 unquoted is the YAML integer 432; it must never become 0o432 (r-- -wx -w-).
+        for written in [
+            "0x1B0",
+            "0b110",
+            "\"rw-rw----\"",
+            "0999",
+            "1000",
+            "-0660",
+            "+660",
+            "6.6e2",
+            "true",
+            "0O660",
+            "\"\"",
+            "0o",
+            "[660]",
+        ] {
+            let e = parse(&format!(
+                "grpc: {{listen: unix:/run/veto.sock, socket_mode: {written}}}\n\
+                 issuers: [{{issuer: a, jwks_file: j}}]"
+            ))
+            .err()
+            .unwrap_or_else(|| panic!("socket_mode: {written} is accepted"))
+            .to_string();
+            assert!(
+                e.contains("grpc.socket_mode"),
+                "socket_mode: {written}: {e}"
+            );
+        }
     }
 
     #[test]

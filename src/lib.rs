@@ -15,6 +15,8 @@
 //! - [`sources`]: file watching (ConfigMap-safe) and the reload loops for rules and keys.
 //! - [`admin`]: the HTTP admin server (health, readiness, metrics).
 //! - [`metrics`], [`readiness`], [`shutdown`]: cross-cutting pieces, each in one place.
+//! - [`load`]: one step from a [`config::Config`] to every file it names, read and
+//!   validated; `veto serve` starts from it and `veto check-config` runs it.
 //! - [`serve`] wires it all together for `veto serve`; [`check`] and [`jwt::mint`] back the
 //!   other commands; [`cli`] is the command line.
 
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod jwt;
+pub mod load;
 pub mod metrics;
 pub mod readiness;
 pub mod revocation;

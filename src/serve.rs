@@ -1,12 +1,10 @@
-//! `veto serve`: load everything, refuse to start on anything invalid, then run the Check
-//! server and the admin server until SIGTERM.
-//!
-//! Start-up is all-or-nothing (SPEC §1): the config, every key file and the rules file are
-//! read and validated before a listener opens, so veto never serves a half-loaded state.
-//! [`load`] is that reading step, one function from a [`Config`] to everything it names;
-//! `veto check-config` runs the same function, so it accepts exactly what `serve` would.
+//! `veto serve`: wiring. [`load`](crate::load::load) reads and validates every file the config
+//! names (refusing to start on anything invalid, SPEC §1); this module binds the listeners,
+//! starts one task per watched file and per fetched key set, hands the rules to the one
+//! snapshot writer, and runs the Check server and the admin server until SIGTERM. It
+//! decides nothing itself.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, UnixListener};
@@ -17,16 +15,17 @@ use tonic::transport::server::TcpIncoming;
 use crate::admin::auth::AdminAuth;
 use crate::admin::{self, AdminState};
 use crate::authz::{Authz, CheckService, Policy};
-use crate::config::{Config, Listen, NamedBy};
+use crate::config::{Config, Listen};
 use crate::jwt::{Verifier, jwks, remote};
+use crate::load::{self, IssuerFiles, KeyFileLoaded, LoadError};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::revocation::RuleTable;
 use crate::shutdown::Shutdown;
-use crate::sources::file::{FileWatcher, Fingerprint, file_fingerprint};
+use crate::sources::file::FileWatcher;
 use crate::sources::persist::StateDir;
 use crate::sources::reload;
-use crate::state;
+use crate::state::{self, StateHandle};
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 
 /// Why `serve` could not start or stopped with an error.
@@ -51,239 +50,46 @@ pub enum ServeError {
     Admin(std::io::Error),
 }
 
-/// Every file of a config that cannot be used, one per entry, each named by the config
-/// field that names it; shown one per line (a rules file may add several lines).
-#[derive(Debug, thiserror::Error)]
-pub struct LoadError(pub Vec<NamedBy>);
-
-impl std::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
+impl From<crate::sources::file::WatchError> for ServeError {
+    fn from(e: crate::sources::file::WatchError) -> Self {
+        ServeError::Watch(e.to_string())
     }
-}
-
-/// Everything a config names, read and validated: what `serve` starts from, and what
-/// `veto check-config` checks, so the two cannot disagree on what is valid.
-pub struct Loaded {
-    /// Per issuer of the config, in its order.
-    pub issuers: Vec<IssuerFiles>,
-    /// `revocation.file`, when configured.
-    pub rules: Option<RulesFile>,
-    /// The pushed rules saved in `revocation.state_dir` by the last run (empty on a first
-    /// start or without a `state_dir`).
-    pub pushed: RuleTable,
-    /// `admin.token_file`, when configured.
-    pub admin: Option<AdminAuth>,
-}
-
-/// One issuer's key files and, for fetched keys, its HTTP client (which holds `ca_file`).
-pub struct IssuerFiles {
-    pub key_files: Vec<KeyFileLoaded>,
-    pub client: Option<reqwest::Client>,
-}
-
-pub struct KeyFileLoaded {
-    pub kind: jwks::KeyFile,
-    pub file: PathBuf,
-    /// Taken before the read, so a change racing the read is still seen by the watcher.
-    pub fingerprint: Fingerprint,
-    pub loaded: jwks::Loaded,
-}
-
-pub struct RulesFile {
-    pub file: PathBuf,
-    pub fingerprint: Fingerprint,
-    pub table: RuleTable,
-}
-
-/// Reads every file `config` names: key files, CA files, the rules file, the state file
-/// and the admin token. Every file is tried, so the error lists every problem, not the
-/// first. Creates nothing: `serve` creates `state_dir` afterwards.
-pub fn load(config: &Config) -> Result<Loaded, LoadError> {
-    let mut problems = Vec::new();
-    let mut issuers = Vec::with_capacity(config.issuers.len());
-    for (i, issuer) in config.issuers.iter().enumerate() {
-        let mut key_files = Vec::new();
-        for (kind, file) in jwks::key_files(issuer) {
-            let fingerprint = file_fingerprint(&file);
-            match jwks::load_file(kind, &file) {
-                Ok(loaded) => key_files.push(KeyFileLoaded {
-                    kind,
-                    file,
-                    fingerprint,
-                    loaded,
-                }),
-                Err(e) => {
-                    problems.push(config.named(format_args!("issuers[{i}].{}", kind.field()), e))
-                }
-            }
-        }
-        let client = issuer.remote.as_ref().and_then(|remote| {
-            // The error names its field (`issuers[0].ca_file`); prefix the config file.
-            remote::client(remote, &format!("issuers[{i}]"))
-                .map_err(|e| problems.push(NamedBy::new(config.source.display().to_string(), e)))
-                .ok()
-        });
-        issuers.push(IssuerFiles { key_files, client });
-    }
-    let rules = config.revocation.file.as_ref().and_then(|file| {
-        let (fingerprint, table) = reload::read_rules(file, None);
-        match table.unwrap_or_else(|| Ok(RuleTable::default())) {
-            Ok(table) => Some(RulesFile {
-                file: file.clone(),
-                fingerprint,
-                table,
-            }),
-            Err(e) => {
-                problems.push(config.named("revocation.file", e));
-                None
-            }
-        }
-    });
-    // A state file that cannot be read stops the start: never a silent start with nothing
-    // revoked.
-    let pushed = match &config.revocation.state_dir {
-        Some(dir) => StateDir::at(dir).load().unwrap_or_else(|e| {
-            problems.push(config.named("revocation.state_dir", e));
-            RuleTable::default()
-        }),
-        None => RuleTable::default(),
-    };
-    let admin = config.admin.token_file.as_ref().and_then(|file| {
-        AdminAuth::load(file)
-            .map_err(|e| problems.push(config.named("admin.token_file", e)))
-            .ok()
-    });
-    if !problems.is_empty() {
-        return Err(LoadError(problems));
-    }
-    Ok(Loaded {
-        issuers,
-        rules,
-        pushed,
-        admin,
-    })
 }
 
 /// Runs the sidecar until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new());
     let readiness = Readiness::default();
-    let starting = readiness.block();
-    let shutdown = Shutdown::on_signals().map_err(ServeError::Signals)?;
+    let starting = readiness.block("start-up");
     let mut watcher = FileWatcher::new().map_err(|e| ServeError::Watch(e.to_string()))?;
     // Every file is read and valid before anything listens.
-    let loaded = load(&config)?;
+    let loaded = load::load(&config)?;
+    // Then the listeners, before any task starts: the Unix socket is created under a
+    // process-wide umask (see `bind_unix`), so nothing else may be creating files; and a
+    // port that is taken stops the start before anything runs. /readyz cannot say yes
+    // before either is open.
+    let grpc = bind_grpc(&config).await?;
+    let admin_listener = TcpListener::bind(config.admin.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            what: "admin.listen",
+            addr: config.admin.listen.to_string(),
+            source,
+        })?;
+    let shutdown = Shutdown::on_signals().map_err(ServeError::Signals)?;
 
-    // Keys: files are installed now; fetched keys load in the background, and readiness
-    // waits for them.
-    let verifier = Arc::new(Verifier::new(&config.issuers, &config.cache));
-    for (issuer, files) in config.issuers.iter().zip(loaded.issuers) {
-        let Some(shared) = verifier.issuer(&issuer.issuer).cloned() else {
-            continue;
-        };
-        for key_file in files.key_files {
-            let KeyFileLoaded {
-                kind,
-                file,
-                fingerprint,
-                loaded,
-            } = key_file;
-            for skipped in &loaded.skipped {
-                tracing::warn!(issuer = %issuer.issuer, file = %file.display(), key = %skipped, "key skipped");
-            }
-            jwks::install(&shared, kind, loaded.keys);
-            let changes = watcher
-                .watch(&file)
-                .map_err(|e| ServeError::Watch(e.to_string()))?;
-            tokio::spawn(reload::follow_key_file(
-                shared.clone(),
-                kind,
-                file,
-                changes,
-                fingerprint,
-                metrics.clone(),
-            ));
-        }
-        if let Some(client) = files.client {
-            tokio::spawn(remote::run(
-                shared.clone(),
-                client,
-                metrics.clone(),
-                readiness.block(),
-            ));
-        }
-        metrics.keys_loaded(&issuer.issuer, shared.key_count());
-        if issuer.remote.is_some() {
-            tracing::info!(issuer = %issuer.issuer, "keys will be fetched; not ready until they are");
-        } else {
-            tracing::info!(issuer = %issuer.issuer, keys = shared.key_count(), "keys loaded");
-        }
-    }
-
-    // Rules: the file's, and the pushed rules saved by the last run.
-    let (file_rules, rules_fp) = match loaded.rules {
-        Some(rules) => {
-            tracing::info!(file = %rules.file.display(), rules = rules.table.len(), "rules loaded");
-            reload::trim_heap();
-            (rules.table, Some(rules.fingerprint))
-        }
-        None => (RuleTable::default(), None),
-    };
-    let state_dir = match &config.revocation.state_dir {
-        Some(dir) => {
-            let state_dir = StateDir::open(dir)
-                .map_err(|e| LoadError(vec![config.named("revocation.state_dir", e)]))?;
-            tracing::info!(file = %state_dir.file().display(), rules = loaded.pushed.len(), "pushed rules restored");
-            Some(state_dir)
-        }
-        None => None,
-    };
-    // A cutoff can go once every token it could catch is past max_token_lifetime, plus the
-    // clock skew any issuer is allowed.
-    let prune_after = config.revocation.max_token_lifetime.map(|l| {
-        let leeway = config.issuers.iter().map(|i| i.leeway).max();
-        l.saturating_add(leeway.unwrap_or_default())
-    });
-    let (writer, handle) = state::writer(
-        file_rules,
-        loaded.pushed,
-        prune_after,
-        metrics.clone(),
-        state_dir,
-    );
-    tokio::spawn(writer.run());
-    if let (Some(file), Some(fp)) = (&config.revocation.file, rules_fp) {
-        let changes = watcher
-            .watch(file)
-            .map_err(|e| ServeError::Watch(e.to_string()))?;
-        tokio::spawn(reload::follow_rules(
-            file.clone(),
-            changes,
-            fp,
-            handle.clone(),
-            metrics.clone(),
-        ));
-    }
-
+    let verifier = start_keys(&config, loaded.issuers, &mut watcher, &metrics, &readiness)?;
+    let (handle, prune_after) =
+        start_rules(&config, loaded.rules, loaded.pushed, &mut watcher, &metrics)?;
     let authz = Arc::new(Authz {
         policy: Policy::from_config(&config),
         verifier,
         snapshot: handle.reader(),
         metrics: metrics.clone(),
     });
-
     let admin_auth = match (&config.admin.token_file, loaded.admin) {
         (Some(file), Some(auth)) => {
-            let changes = watcher
-                .watch(file)
-                .map_err(|e| ServeError::Watch(e.to_string()))?;
+            let changes = watcher.watch(file)?;
             tokio::spawn(auth.clone().follow(file.clone(), changes));
             auth
         }
@@ -293,16 +99,6 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         }
     };
 
-    // Listeners bind before readiness flips, so /readyz never says yes to a port that is
-    // not open yet.
-    let admin_listener = TcpListener::bind(config.admin.listen)
-        .await
-        .map_err(|source| ServeError::Listen {
-            what: "admin.listen",
-            addr: config.admin.listen.to_string(),
-            source,
-        })?;
-    let grpc = bind_grpc(&config).await?;
     let admin_state = AdminState {
         readiness: readiness.clone(),
         metrics: metrics.clone(),
@@ -360,6 +156,109 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// Installs the keys read from files, follows each key file, and starts fetching the keys
+/// of `jwks_uri`/discovery issuers in the background; readiness waits for those.
+fn start_keys(
+    config: &Config,
+    loaded: Vec<IssuerFiles>,
+    watcher: &mut FileWatcher,
+    metrics: &Arc<Metrics>,
+    readiness: &Readiness,
+) -> Result<Arc<Verifier>, ServeError> {
+    let verifier = Arc::new(Verifier::new(&config.issuers, &config.cache));
+    for (issuer, files) in config.issuers.iter().zip(loaded) {
+        let Some(shared) = verifier.issuer(&issuer.issuer).cloned() else {
+            continue;
+        };
+        for key_file in files.key_files {
+            let KeyFileLoaded {
+                kind,
+                file,
+                fingerprint,
+                loaded,
+            } = key_file;
+            for skipped in &loaded.skipped {
+                tracing::warn!(issuer = %issuer.issuer, file = %file.display(), key = %skipped, "key skipped");
+            }
+            jwks::install(&shared, kind, loaded.keys);
+            let changes = watcher.watch(&file)?;
+            tokio::spawn(reload::follow_key_file(
+                shared.clone(),
+                kind,
+                file,
+                changes,
+                fingerprint,
+                metrics.clone(),
+            ));
+        }
+        if let Some(client) = files.client {
+            tokio::spawn(remote::run(
+                shared.clone(),
+                client,
+                metrics.clone(),
+                readiness.block(format!("keys of {}", issuer.issuer)),
+            ));
+        }
+        metrics.keys_loaded(&issuer.issuer, shared.key_count());
+        if issuer.remote.is_some() {
+            tracing::info!(issuer = %issuer.issuer, "keys will be fetched; not ready until they are");
+        } else {
+            tracing::info!(issuer = %issuer.issuer, keys = shared.key_count(), "keys loaded");
+        }
+    }
+    Ok(verifier)
+}
+
+/// Starts the snapshot writer with the rules file's rules and the pushed rules saved by
+/// the last run, and follows the rules file. Returns the writer's handle and how long
+/// after its cutoff a rule can go (`max_token_lifetime` plus the largest leeway).
+fn start_rules(
+    config: &Config,
+    file: Option<load::RulesFile>,
+    pushed: RuleTable,
+    watcher: &mut FileWatcher,
+    metrics: &Arc<Metrics>,
+) -> Result<(StateHandle, Option<std::time::Duration>), ServeError> {
+    let (file_rules, rules_fp) = match file {
+        Some(rules) => {
+            tracing::info!(file = %rules.file.display(), rules = rules.table.len(), "rules loaded");
+            reload::trim_heap();
+            (rules.table, Some(rules.fingerprint))
+        }
+        None => (RuleTable::default(), None),
+    };
+    let state_dir = match &config.revocation.state_dir {
+        Some(dir) => {
+            let state_dir = StateDir::open(dir)
+                .map_err(|e| LoadError(vec![config.named("revocation.state_dir", e)]))?;
+            tracing::info!(file = %state_dir.file().display(), rules = pushed.len(), "pushed rules restored");
+            Some(state_dir)
+        }
+        None => None,
+    };
+    // A cutoff can go once every token it could catch is past max_token_lifetime, plus the
+    // clock skew any issuer is allowed.
+    let prune_after = config.revocation.max_token_lifetime.map(|l| {
+        let leeway = config.issuers.iter().map(|i| i.leeway).max();
+        l.saturating_add(leeway.unwrap_or_default())
+    });
+    let (writer, handle) =
+        state::writer(file_rules, pushed, prune_after, metrics.clone(), state_dir);
+    tokio::spawn(writer.run());
+    if let (Some(file), Some(fp)) = (&config.revocation.file, rules_fp) {
+        let changes = watcher.watch(file)?;
+        tokio::spawn(reload::follow_rules(
+            file.clone(),
+            changes,
+            fp,
+            config.issuers.iter().map(|i| i.issuer.clone()).collect(),
+            handle.clone(),
+            metrics.clone(),
+        ));
+    }
+    Ok((handle, prune_after))
+}
+
 enum Bound {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
@@ -382,14 +281,25 @@ async fn bind_grpc(config: &Config) -> Result<Bound, ServeError> {
             {
                 std::fs::remove_file(path).map_err(err)?;
             }
-            let listener = UnixListener::bind(path).map_err(err)?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(
-                path,
-                std::fs::Permissions::from_mode(config.grpc.socket_mode),
-            )
-            .map_err(err)?;
+            let listener = bind_unix(path, config.grpc.socket_mode).map_err(err)?;
             Ok(Bound::Unix(listener, path.clone()))
         }
     }
+}
+
+/// Binds a Unix socket that has permissions `mode` from the moment it exists: a chmod
+/// after `bind` would leave a window in which the socket has the default permissions and
+/// anyone the umask allows can connect. `bind` creates the socket file with 0777 minus
+/// the umask, so the umask is set to what `mode` forbids for the call. The umask is
+/// process-wide; `run` binds before any task starts, so no other file is being created
+/// meanwhile.
+fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+    let forbidden = (!mode & 0o777) as libc::mode_t;
+    // SAFETY: umask only swaps the process's file-creation mask; it has no failure mode
+    // and touches no memory.
+    let previous = unsafe { libc::umask(forbidden) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring the mask that was in force.
+    unsafe { libc::umask(previous) };
+    bound
 }

@@ -180,6 +180,27 @@ fn check_rules_says_why_a_file_cannot_be_read_only_once() {
 }
 
 #[test]
+fn check_rules_accepts_an_iss_it_cannot_check_and_says_check_config_does() {
+    let dir = VetoDir::new();
+    let file = dir.write(
+        "rules.json",
+        r#"{"rules": [{"sub": "eve", "iss": "https://issuer.tset"}, {"sub": "mallory"}]}"#,
+    );
+
+    let run = run_veto([Path::new("check-rules"), &file]);
+
+    let summary = run.success();
+    assert!(
+        summary.starts_with(&format!(
+            "{}: ok, 2 rules (1 rule with an iss not checked",
+            file.display()
+        )),
+        "{summary}"
+    );
+    assert!(summary.contains("check-config"), "{summary}");
+}
+
+#[test]
 fn check_rules_without_a_file_is_a_usage_error() {
     run_veto(["check-rules"])
         .assert_exit(2)
@@ -244,18 +265,6 @@ fn config_dir(config_yaml: &str) -> (VetoDir, PathBuf) {
     (dir, config)
 }
 
-/// Asserts that `veto check-config` refuses `config_yaml` (exit 1) with stderr naming each
-/// of `names`, and prints nothing on stdout.
-fn assert_check_config_refuses(dir: &VetoDir, config_yaml: &str, names: &[&str]) {
-    let config = dir.write("veto.yaml", config_yaml);
-    let run = run_veto([Path::new("check-config"), &config]);
-    run.assert_exit(1).assert_stderr_names(names);
-    assert_eq!(
-        run.stdout, "",
-        "nothing on stdout when the config is invalid"
-    );
-}
-
 #[test]
 fn check_config_accepts_a_good_config_and_summarises_it() {
     let (_dir, config) = config_dir(GOOD_CONFIG);
@@ -274,90 +283,6 @@ fn check_config_accepts_a_good_config_and_summarises_it() {
 fn check_config_accepts_the_bundled_example() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config.yaml");
     run_veto([Path::new("check-config"), &example]).success();
-}
-
-#[test]
-fn check_config_names_an_unknown_field() {
-    let (dir, config) = config_dir(GOOD_CONFIG);
-    let with_unknown =
-        GOOD_CONFIG.replace("leeway_seconds: 30", "leeway_seconds: 30\n    colour: red");
-    assert_check_config_refuses(
-        &dir,
-        &with_unknown,
-        &[&config.display().to_string(), "colour"],
-    );
-}
-
-#[test]
-fn check_config_requires_at_least_one_issuer() {
-    let (dir, config) = config_dir(GOOD_CONFIG);
-    assert_check_config_refuses(
-        &dir,
-        "admin: {listen: 127.0.0.1:9192}\n",
-        &[&config.display().to_string(), "issuers"],
-    );
-}
-
-#[test]
-fn check_config_names_an_issuer_entry_without_its_issuer() {
-    let (dir, config) = config_dir(GOOD_CONFIG);
-    let without = GOOD_CONFIG.replace(
-        "  - issuer: https://issuer.test\n    audiences",
-        "  - audiences",
-    );
-    assert_check_config_refuses(&dir, &without, &[&config.display().to_string(), "issuer"]);
-}
-
-#[test]
-fn check_config_names_a_bad_duration() {
-    let (dir, config) = config_dir(GOOD_CONFIG);
-    let bad = GOOD_CONFIG.replace("max_token_lifetime: 24h", "max_token_lifetime: 1 fortnight");
-    assert_check_config_refuses(
-        &dir,
-        &bad,
-        &[
-            &config.display().to_string(),
-            "revocation.max_token_lifetime",
-        ],
-    );
-}
-
-#[test]
-fn check_config_names_a_key_file_that_is_garbage() {
-    let (dir, _config) = config_dir(GOOD_CONFIG);
-    let garbage = dir.write("jwks.json", "-----BEGIN NONSENSE-----\n");
-    assert_check_config_refuses(&dir, GOOD_CONFIG, &[&garbage.display().to_string()]);
-}
-
-#[test]
-fn check_config_names_a_key_file_that_is_missing() {
-    let (dir, _config) = config_dir(GOOD_CONFIG);
-    let missing = dir.path().join("hs256.key");
-    std::fs::remove_file(&missing).expect("remove the HMAC secret");
-    assert_check_config_refuses(&dir, GOOD_CONFIG, &[&missing.display().to_string()]);
-}
-
-#[test]
-fn check_config_names_an_invalid_rules_file_and_the_rule() {
-    let (dir, _config) = config_dir(GOOD_CONFIG);
-    let rules = dir.write(
-        "rules/rules.json",
-        r#"{"rules": [{"sub": "ok"}, {"sub": "x", "issued_before": "tomorrow"}]}"#,
-    );
-    assert_check_config_refuses(
-        &dir,
-        GOOD_CONFIG,
-        &[&rules.display().to_string(), "rules[1].issued_before"],
-    );
-}
-
-#[test]
-fn check_config_refuses_a_missing_config_file_naming_it() {
-    let dir = VetoDir::new();
-    let config = dir.path().join("no-such-config.yaml");
-    run_veto([Path::new("check-config"), &config])
-        .assert_exit(1)
-        .assert_stderr_names(&[&config.display().to_string()]);
 }
 
 #[test]

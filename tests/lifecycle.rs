@@ -21,9 +21,10 @@ use tonic::codegen::{Bytes, Service, http};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::common::{
-    AppSaw, EchoUpstream, Envoy, Pod, Run, SIDECAR_CONFIG, SUBJECT, Token, VetoDir,
-    assert_denied_as_missing_token, check_allowed, free_loopback_addr, headers_request,
-    http_client, metric_value, poll_until, run_command, veto_command,
+    AppSaw, EchoUpstream, Envoy, Idp, Pod, Run, SIDECAR_CONFIG, SUBJECT, Token, VetoDir,
+    assert_denied_as_missing_token, check_allowed, fixture_jwk, free_loopback_addr,
+    headers_request, http_client, jwk_set, metric_value, poll_until, run_command, run_veto,
+    veto_command,
 };
 
 /// The standard sidecar config (see `common::SIDECAR_CONFIG`).
@@ -117,61 +118,170 @@ fn assert_serve_refuses(dir: &VetoDir, config_yaml: &str, names: &[&str]) {
     );
 }
 
-#[test]
-fn serve_refuses_to_start_when_its_config_file_is_missing() {
-    let dir = VetoDir::new();
-    let config = dir.path().join("no-such-config.yaml");
-    serve(&config)
-        .assert_exit(1)
-        .assert_stderr_names(&[&config.display().to_string()]);
+/// A bad input that `veto check-config` and `veto serve` must both refuse (exit 1), each
+/// naming the same things: `check-config` is the CI check that `serve` would start.
+struct BadInput {
+    what: &'static str,
+    /// Makes a [`sidecar_dir`] bad; returns the config to write as `veto.yaml` (with
+    /// [`CONFIG`]'s placeholders), or `None` for no config file at all.
+    spoil: fn(&VetoDir) -> Option<String>,
+    /// What stderr must name; `$DIR` stands for the dir.
+    names: &'static [&'static str],
 }
 
-#[test]
-fn serve_refuses_to_start_with_an_unknown_config_field() {
-    let dir = sidecar_dir();
-    let config = dir.path().join("veto.yaml");
-    let bad = CONFIG.replace(
-        "hmac_secret_file: hs256.key",
-        "hmac_secret_file: hs256.key\n    colour: red",
-    );
-    assert_serve_refuses(&dir, &bad, &[&config.display().to_string(), "colour"]);
-}
+/// The inputs veto refuses, each once. What only one command can meet is tested beside
+/// it: ports and the socket file below, summaries and `--root` in `cli.rs`.
+const BAD_INPUTS: &[BadInput] = &[
+    BadInput {
+        what: "no config file",
+        spoil: |_| None,
+        names: &["$DIR/veto.yaml"],
+    },
+    BadInput {
+        what: "an unknown config field",
+        spoil: |_| {
+            Some(CONFIG.replace(
+                "hmac_secret_file: hs256.key",
+                "hmac_secret_file: hs256.key\n    colour: red",
+            ))
+        },
+        names: &["$DIR/veto.yaml", "issuers[0]", "colour"],
+    },
+    BadInput {
+        what: "no issuer",
+        spoil: |_| Some("grpc: {listen: $GRPC_LISTEN}\nadmin: {listen: $ADMIN_LISTEN}\n".into()),
+        names: &["$DIR/veto.yaml: issuers: at least one issuer is required"],
+    },
+    BadInput {
+        what: "an issuer entry without its issuer",
+        spoil: |_| {
+            Some(CONFIG.replace(
+                "  - issuer: https://issuer.test\n    audiences",
+                "  - audiences",
+            ))
+        },
+        names: &["$DIR/veto.yaml", "issuer"],
+    },
+    BadInput {
+        what: "a duration that is not one",
+        spoil: |_| {
+            Some(CONFIG.replace(
+                "file: rules/rules.json",
+                "file: rules/rules.json\n  max_token_lifetime: 1 fortnight",
+            ))
+        },
+        names: &["$DIR/veto.yaml: revocation.max_token_lifetime: `1 fortnight`"],
+    },
+    BadInput {
+        what: "a socket mode that is not octal digits",
+        spoil: |_| {
+            Some(CONFIG.replace(
+                "grpc: {listen: $GRPC_LISTEN}",
+                "grpc: {listen: $GRPC_LISTEN, socket_mode: 0x1B0}",
+            ))
+        },
+        names: &["$DIR/veto.yaml: grpc.socket_mode: `0x1B0`"],
+    },
+    BadInput {
+        what: "a key file that is garbage",
+        spoil: |dir| {
+            dir.write("jwks.json", "-----BEGIN NONSENSE-----\n");
+            Some(CONFIG.into())
+        },
+        names: &["$DIR/veto.yaml: issuers[0].jwks_file: $DIR/jwks.json"],
+    },
+    BadInput {
+        what: "a key file that is missing",
+        spoil: |dir| {
+            std::fs::remove_file(dir.path().join("hs256.key")).expect("remove the HMAC secret");
+            Some(CONFIG.into())
+        },
+        names: &["$DIR/veto.yaml: issuers[0].hmac_secret_file: $DIR/hs256.key"],
+    },
+    BadInput {
+        what: "an invalid rule in the rules file",
+        spoil: |dir| {
+            dir.write(
+                "rules/rules.json",
+                r#"{"rules": [{"sub": "mallory"}, {"sub": "x", "expires_at": "someday"}]}"#,
+            );
+            Some(CONFIG.into())
+        },
+        names: &["revocation.file: $DIR/rules/rules.json: rules[1].expires_at"],
+    },
+    BadInput {
+        what: "a rules-file rule for an issuer that is not configured",
+        spoil: |dir| {
+            dir.write(
+                "rules/rules.yaml",
+                "rules:\n  - sub: mallory\n    iss: https://issuer.test\n  - sub: eve\n    iss: https://issuer.tset\n",
+            );
+            Some(CONFIG.replace("rules/rules.json", "rules/rules.yaml"))
+        },
+        names: &[
+            "revocation.file: $DIR/rules/rules.yaml: rules[1].iss: `https://issuer.tset` is not a configured issuer",
+        ],
+    },
+    BadInput {
+        what: "a rules file that is missing",
+        spoil: |dir| {
+            std::fs::remove_file(dir.path().join("rules/rules.json"))
+                .expect("remove the rules file");
+            Some(CONFIG.into())
+        },
+        names: &["revocation.file: $DIR/rules/rules.json"],
+    },
+];
 
 #[test]
-fn serve_refuses_to_start_when_a_key_file_is_missing() {
-    let dir = sidecar_dir();
-    let key = dir.path().join("hs256.key");
-    std::fs::remove_file(&key).expect("remove the HMAC secret");
-    assert_serve_refuses(&dir, CONFIG, &[&key.display().to_string()]);
-}
+fn check_config_and_serve_refuse_each_bad_input_naming_it_and_serve_opens_no_port() {
+    for bad in BAD_INPUTS {
+        let dir = sidecar_dir();
+        let config = dir.path().join("veto.yaml");
+        let names: Vec<String> = bad
+            .names
+            .iter()
+            .map(|n| n.replace("$DIR", &dir.path().display().to_string()))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let served = match (bad.spoil)(&dir) {
+            Some(config_yaml) => {
+                let (run, grpc, admin) = serve_on(&dir, &config_yaml, None, None);
+                assert!(
+                    !listening(admin) && !listening(grpc),
+                    "{}: a port answers after a refused start",
+                    bad.what
+                );
+                run
+            }
+            None => serve(&config),
+        };
+        // The same file serve refused (its placeholders filled in).
+        let checked = run_veto([Path::new("check-config"), &config]);
 
-#[test]
-fn serve_refuses_to_start_when_a_key_file_is_garbage() {
-    let dir = sidecar_dir();
-    let jwks = dir.write("jwks.json", "this is not a JWK Set");
-    assert_serve_refuses(&dir, CONFIG, &[&jwks.display().to_string()]);
-}
-
-#[test]
-fn serve_refuses_to_start_when_the_rules_file_is_invalid() {
-    let dir = sidecar_dir();
-    let rules = dir.write(
-        "rules/rules.json",
-        r#"{"rules": [{"sub": "mallory"}, {"sub": "x", "expires_at": "someday"}]}"#,
-    );
-    assert_serve_refuses(
-        &dir,
-        CONFIG,
-        &[&rules.display().to_string(), "rules[1].expires_at"],
-    );
-}
-
-#[test]
-fn serve_refuses_to_start_when_the_rules_file_is_missing() {
-    let dir = sidecar_dir();
-    let rules = dir.path().join("rules/rules.json");
-    std::fs::remove_file(&rules).expect("remove the rules file");
-    assert_serve_refuses(&dir, CONFIG, &[&rules.display().to_string()]);
+        for (command, run) in [("serve", &served), ("check-config", &checked)] {
+            assert_eq!(
+                run.status.code(),
+                Some(1),
+                "{command} with {}:\n{}",
+                bad.what,
+                run.output()
+            );
+            for name in &names {
+                assert!(
+                    run.stderr.contains(name),
+                    "{command} with {} names `{name}`:\n{}",
+                    bad.what,
+                    run.output()
+                );
+            }
+        }
+        assert_eq!(
+            checked.stdout, "",
+            "check-config with {}: nothing on stdout",
+            bad.what
+        );
+    }
 }
 
 #[test]
@@ -289,6 +399,29 @@ async fn metrics_count_a_denied_request_and_show_rules_keys_and_snapshot_version
     assert!(
         counted,
         "{denied} 1 after one request without a token:\n{after}"
+    );
+}
+
+#[tokio::test]
+async fn readyz_says_what_veto_still_waits_for() {
+    // The issuer's keys come from an identity provider that is down: never fetched.
+    let idp = Idp::start_down(jwk_set([fixture_jwk("rsa-1")]));
+    let config = CONFIG.replace(
+        "jwks_file: jwks.json\n    hmac_secret_file: hs256.key",
+        &format!("jwks_uri: {}", idp.jwks_uri()),
+    );
+    let veto = sidecar_dir().start_unready(&config).await;
+
+    let response = http_client()
+        .get(veto.admin_url("/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz");
+
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response.text().await.expect("read the body"),
+        "not ready: waiting for: keys of https://issuer.test\n"
     );
 }
 
@@ -526,6 +659,49 @@ async fn over_a_unix_socket_a_valid_token_reaches_the_app_and_the_socket_is_mode
     assert!(
         !socket.exists(),
         "veto removes its socket file when it stops"
+    );
+}
+
+#[tokio::test]
+async fn the_socket_has_its_socket_mode_from_the_moment_it_exists() {
+    let dir = sidecar_dir();
+    // Every change to the dir's entries, in order (inotify keeps one watch's events in
+    // order): a chmod of the socket after its creation would show as a metadata change.
+    let (events, changes) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(events).expect("create a file watcher");
+    notify::Watcher::watch(
+        &mut watcher,
+        dir.path(),
+        notify::RecursiveMode::NonRecursive,
+    )
+    .expect("watch the dir");
+
+    let veto = dir.start(&uds_config(r#", socket_mode: "0600""#)).await;
+    let socket = veto.dir().join("veto.sock");
+    assert_eq!(mode(&socket), 0o600);
+    // A file created after veto is serving: once its event arrives, every event of the
+    // socket's start has too.
+    let marker = veto.write("after-start", "");
+
+    let mut seen = Vec::new();
+    loop {
+        let event = changes
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the marker's creation is reported")
+            .expect("a file event");
+        if event.paths.contains(&marker) {
+            break;
+        }
+        if event.paths.contains(&socket) {
+            seen.push(event.kind);
+        }
+    }
+    assert!(
+        !seen.iter().any(|kind| matches!(
+            kind,
+            notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
+        )),
+        "the socket's permissions changed after it was created: {seen:?}"
     );
 }
 

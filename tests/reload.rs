@@ -238,6 +238,12 @@ async fn an_invalid_rules_file_changes_nothing_and_is_counted_until_a_valid_one_
             Box::new(|f| replace_atomically(f, r#"{"rules":[{"sub":"a","session":"b"}]}"#)),
         ),
         (
+            "a rule for an issuer that is not configured",
+            Box::new(|f| {
+                replace_atomically(f, r#"{"rules":[{"sub":"a","iss":"https://issuer.tset"}]}"#)
+            }),
+        ),
+        (
             "the file deleted",
             Box::new(|f| std::fs::remove_file(f).expect("delete the rules file")),
         ),

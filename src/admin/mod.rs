@@ -63,11 +63,18 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
-    if s.readiness.is_ready() {
-        (StatusCode::OK, "ready\n")
+/// 200 `ready`, or 503 naming what veto still waits for (`waiting for: keys of
+/// https://issuer`).
+async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
+    let waiting = s.readiness.waiting_for();
+    if waiting.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        let waiting = waiting.join(", ");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: waiting for: {waiting}\n"),
+        )
     }
 }
 

@@ -1,5 +1,5 @@
 //! Key files: a JWK Set (`jwks_file`) and an HMAC secret (`hmac_secret_file`), read into
-//! [`IssuerKeys`] with the algorithms each key may verify.
+//! [`Key`]s, each with the algorithms it may verify, and [`install`]ed into an issuer.
 //!
 //! A key that cannot be used (unsupported type, `use: enc`, malformed) is skipped with a
 //! warning rather than failing the whole set, as identity providers publish such keys beside

@@ -6,6 +6,7 @@
 //! [`Snapshot`] combines the layers under one version number; the request path reads it
 //! through `arc-swap` (see `state.rs`) and never takes a lock or does I/O here.
 
+mod arena;
 pub mod parse;
 mod table;
 pub mod token_hash;

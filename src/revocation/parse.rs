@@ -71,10 +71,11 @@ pub enum Origin {
     },
 }
 
-/// Reads and validates a rules file (`.json`, `.json.gz`, `.yaml`, `.yml`).
+/// Reads and validates a rules file (`.json`, `.json.gz`, `.yaml`, `.yml`); an `iss` is
+/// not checked (see [`parse_bytes`]).
 pub fn load_file(file: &Path) -> Result<RuleTable, RulesError> {
     let bytes = read_limited(file)?;
-    parse_bytes(&bytes, file)
+    parse_bytes(&bytes, file, None)
 }
 
 /// Reads a file, gunzipping `.gz`, refusing anything over [`MAX_RULES_FILE_BYTES`].
@@ -105,8 +106,15 @@ pub fn read_limited(file: &Path) -> Result<Vec<u8>, RulesError> {
     Ok(bytes)
 }
 
-/// Parses rules file content; the file name picks the format and names errors.
-pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<RuleTable, RulesError> {
+/// Parses rules file content; the file name picks the format and names errors. With
+/// `issuers` (the configured ones), a rule whose `iss` is none of them is an error, as the
+/// admin API refuses such a push: it could never match, and the token it was written for (a
+/// typo in `iss`) would stay allowed.
+pub fn parse_bytes(
+    bytes: &[u8],
+    file: &Path,
+    issuers: Option<&[String]>,
+) -> Result<RuleTable, RulesError> {
     let name = file
         .file_name()
         .and_then(|n| n.to_str())
@@ -123,16 +131,16 @@ pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<RuleTable, RulesError> {
         ));
     }
     let collector = if yaml {
-        let mut first = read_yaml(bytes, YamlNumbers::Note(Vec::new())).map_err(syntax)?;
+        let mut first = read_yaml(bytes, YamlNumbers::Note(Vec::new()), issuers).map_err(syntax)?;
         match std::mem::replace(&mut first.yaml_numbers, YamlNumbers::Ignore) {
             YamlNumbers::Note(noted) if !noted.is_empty() => {
                 drop(first);
-                read_yaml(bytes, YamlNumbers::Read(noted.into())).map_err(syntax)?
+                read_yaml(bytes, YamlNumbers::Read(noted.into()), issuers).map_err(syntax)?
             }
             _ => first,
         }
     } else {
-        let mut collector = Collector::for_file(bytes.len(), YamlNumbers::Ignore);
+        let mut collector = Collector::for_file(bytes.len(), YamlNumbers::Ignore, issuers);
         let mut de = serde_json::Deserializer::from_slice(bytes);
         RulesDocument(&mut collector)
             .deserialize(&mut de)
@@ -147,8 +155,12 @@ pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<RuleTable, RulesError> {
 }
 
 /// One read of a YAML rules file (see [`YamlNumbers`] for why there may be two).
-fn read_yaml(bytes: &[u8], yaml_numbers: YamlNumbers) -> Result<Collector, String> {
-    let mut collector = Collector::for_file(bytes.len(), yaml_numbers);
+fn read_yaml(
+    bytes: &[u8],
+    yaml_numbers: YamlNumbers,
+    issuers: Option<&[String]>,
+) -> Result<Collector, String> {
+    let mut collector = Collector::for_file(bytes.len(), yaml_numbers, issuers);
     let de = yaml_serde::Deserializer::from_slice(bytes);
     RulesDocument(&mut collector)
         .deserialize(de)
@@ -192,6 +204,9 @@ pub struct Collector {
     /// Rule objects read so far, across every `rules` list (numbers [`NotedNumber::rule`]).
     read: usize,
     yaml_numbers: YamlNumbers,
+    /// The configured issuers a file rule's `iss` must be one of, when known (see
+    /// [`parse_bytes`]).
+    issuers: Option<Vec<String>>,
 }
 
 impl Collector {
@@ -203,17 +218,19 @@ impl Collector {
             saw_rules: false,
             read: 0,
             yaml_numbers: YamlNumbers::Ignore,
+            issuers: None,
         }
     }
 
     /// A collector for a file of `len` bytes.
-    fn for_file(len: usize, yaml_numbers: YamlNumbers) -> Collector {
+    fn for_file(len: usize, yaml_numbers: YamlNumbers, issuers: Option<&[String]>) -> Collector {
         Collector {
             // A session rule takes about 40 bytes of JSON; sizing the tables for that up
             // front saves the repeated rehashing of a growing million-entry table (the table
             // is shrunk to fit once complete).
             table: RuleTable::with_capacity(len / 40),
             yaml_numbers,
+            issuers: issuers.map(<[String]>::to_vec),
             ..Collector::new(Origin::File)
         }
     }
@@ -253,7 +270,14 @@ impl Collector {
         }
         self.read += 1;
         match raw.validate(path, self.origin) {
-            Ok(rule) => self.table.insert(rule),
+            Ok(rule) => match (&self.issuers, rule.scope.iss.as_deref()) {
+                (Some(issuers), Some(iss)) if !issuers.iter().any(|i| i == iss) => {
+                    self.errors.push(format!(
+                        "{path}.iss: `{iss}` is not a configured issuer, so the rule could never match"
+                    ));
+                }
+                _ => self.table.insert(rule),
+            },
             Err(errors) => self.errors.extend(errors),
         }
     }
@@ -775,7 +799,7 @@ mod tests {
     use super::*;
 
     fn parse_json(s: &str) -> Result<RuleTable, RulesError> {
-        parse_bytes(s.as_bytes(), Path::new("rules.json"))
+        parse_bytes(s.as_bytes(), Path::new("rules.json"), None)
     }
 
     fn errors(s: &str) -> Vec<String> {
@@ -807,6 +831,7 @@ mod tests {
         let t = parse_bytes(
             b"rules:\n  - sub: alice\n  - session: s1\n    expires_at: 1900000000\n",
             Path::new("rules.yaml"),
+            None,
         )
         .unwrap();
         assert_eq!(t.len(), 2);
@@ -930,7 +955,7 @@ mod tests {
     }
 
     fn parse_yaml(s: &str) -> Result<RuleTable, RulesError> {
-        parse_bytes(s.as_bytes(), Path::new("rules.yaml"))
+        parse_bytes(s.as_bytes(), Path::new("rules.yaml"), None)
     }
 
     fn yaml_errors(s: &str) -> Vec<String> {
@@ -1043,5 +1068,39 @@ mod tests {
         );
         let json = parse_json(r#"{"rules":[{"sub":15551234567},{"session":"+1"}]}"#).unwrap();
         assert_eq!(ids(&json), ["session:+1", "sub:15551234567"]);
+    }
+
+    #[test]
+    fn with_the_configured_issuers_a_rule_of_another_issuer_is_refused_naming_its_path() {
+        let issuers = ["https://auth".to_string()];
+        for (name, text) in [
+            (
+                "rules.json",
+                r#"{"rules": [{"sub": "a", "iss": "https://auth"}, {"sub": "b", "iss": "https://auht"}]}"#,
+            ),
+            (
+                "rules.yaml",
+                "rules:\n  - sub: a\n    iss: https://auth\n  - sub: b\n    iss: https://auht\n",
+            ),
+        ] {
+            let e = parse_bytes(text.as_bytes(), Path::new(name), Some(&issuers)).unwrap_err();
+            let RulesError::Invalid { errors, .. } = e else {
+                panic!("{name}: expected validation errors, got {e:?}");
+            };
+            assert_eq!(
+                errors,
+                [
+                    "rules[1].iss: `https://auht` is not a configured issuer, so the rule could never match"
+                ],
+                "{name}"
+            );
+            // Without the issuers (check-rules has no config), the file is valid.
+            assert_eq!(
+                parse_bytes(text.as_bytes(), Path::new(name), None)
+                    .unwrap()
+                    .len(),
+                2
+            );
+        }
     }
 }

@@ -2,23 +2,17 @@
 //! at a million rules.
 //!
 //! A rules file can hold a million `session` rules, and the whole process should stay under
-//! 100 MiB with them loaded. A `HashMap<String, Vec<Scope>>` costs over 200 bytes a rule
-//! (a string allocation, a vector allocation with spare capacity, a wide bucket), so the big
-//! tables are flat instead ([`StrTable`]):
-//! - every key's bytes live in one arena, with a length prefix;
-//! - per key, an 8-byte arena offset and one 24-byte [`Packed`] scope, in parallel vectors;
-//!   the rare further scopes of the same key (other issuers) sit in a side map;
-//! - the hash index holds 4-byte entry numbers, so its buckets are small;
-//! - issuers and reasons, which repeat, are interned once per table.
+//! 100 MiB with them loaded. So the big tables (sessions, subjects, claim values) are
+//! [`ArenaMap`]s (keys in one arena, 4-byte index entries), each rule's scope is a 24-byte
+//! [`Packed`], and issuers and reasons, which repeat, are interned once per table.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use hashbrown::HashTable;
 use serde_json::Value;
 
+use super::arena::{ArenaMap, Slotted};
 use super::{LATEST_TIME, Rule, Scope, Selector, TokenFacts, UnixTime};
 
 /// A rule's `issued_before` or `expires_at` as a table stores it: a time, or [`Limit::NEVER`]
@@ -129,189 +123,19 @@ impl Interner {
     }
 }
 
+impl Slotted for Packed {
+    /// Scopes of one key merge when they are for the same issuer.
+    fn slot(&self) -> u32 {
+        self.iss
+    }
+
+    fn merge(&mut self, other: Packed) {
+        Packed::merge(self, other);
+    }
+}
+
 /// Keys that are strings (sessions, subjects, claim values), each with its scopes.
-#[derive(Clone, Default)]
-struct StrTable {
-    /// Each key as a 4-byte little-endian length and its bytes.
-    arena: Vec<u8>,
-    /// Arena offset of each entry's key.
-    offsets: Vec<u64>,
-    /// Each entry's first scope.
-    first: Vec<Packed>,
-    /// Further scopes of an entry (the same key for other issuers), rare.
-    more: HashMap<u32, Vec<Packed>>,
-    /// Entry numbers, found by the hash of their key.
-    index: HashTable<u32>,
-    hasher: std::collections::hash_map::RandomState,
-}
-
-impl std::fmt::Debug for StrTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StrTable")
-            .field("keys", &self.offsets.len())
-            .finish()
-    }
-}
-
-impl StrTable {
-    fn key(&self, entry: u32) -> &str {
-        let Some(&offset) = self.offsets.get(entry as usize) else {
-            return "";
-        };
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        let len = self
-            .arena
-            .get(start..start.saturating_add(4))
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map_or(0, |b| u32::from_le_bytes(b) as usize);
-        self.arena
-            .get(start + 4..start + 4 + len)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .unwrap_or("")
-    }
-
-    fn find(&self, key: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(key);
-        self.index.find(hash, |&e| self.key(e) == key).copied()
-    }
-
-    fn scopes(&self, entry: u32) -> impl Iterator<Item = &Packed> {
-        self.first
-            .get(entry as usize)
-            .into_iter()
-            .chain(self.more.get(&entry).into_iter().flatten())
-    }
-
-    /// Adds a scope under `key`, merging with the scope of the same issuer; true when a
-    /// rule was added rather than merged.
-    fn insert(&mut self, key: &str, scope: Packed) -> bool {
-        if let Some(entry) = self.find(key) {
-            let e = entry as usize;
-            if self.first[e].iss == scope.iss {
-                self.first[e].merge(scope);
-                return false;
-            }
-            let more = self.more.entry(entry).or_default();
-            if let Some(m) = more.iter_mut().find(|m| m.iss == scope.iss) {
-                m.merge(scope);
-                return false;
-            }
-            more.push(scope);
-            return true;
-        }
-        // Entry numbers are u32: a table of more than 4 billion keys is far beyond what
-        // a 64 MiB rules file or the admin API can produce.
-        let entry = u32::try_from(self.offsets.len()).unwrap_or(u32::MAX);
-        self.offsets.push(self.arena.len() as u64);
-        let len = u32::try_from(key.len()).unwrap_or(u32::MAX);
-        self.arena.extend_from_slice(&len.to_le_bytes());
-        self.arena.extend_from_slice(key.as_bytes());
-        self.first.push(scope);
-        let hasher = &self.hasher;
-        let (offsets, arena) = (&self.offsets, &self.arena);
-        let hash = hasher.hash_one(key);
-        self.index
-            .insert_unique(hash, entry, |&e| hasher.hash_one(key_in(arena, offsets, e)));
-        true
-    }
-
-    /// Removes the scope of `iss` under `key`; true when it was there.
-    fn remove(&mut self, key: &str, iss: u32) -> bool {
-        let Some(entry) = self.find(key) else {
-            return false;
-        };
-        let e = entry as usize;
-        if let Some(more) = self.more.get_mut(&entry)
-            && let Some(pos) = more.iter().position(|m| m.iss == iss)
-        {
-            more.remove(pos);
-            if more.is_empty() {
-                self.more.remove(&entry);
-            }
-            return true;
-        }
-        if self.first[e].iss != iss {
-            return false;
-        }
-        if let Some(mut more) = self.more.remove(&entry) {
-            self.first[e] = more.remove(0);
-            if !more.is_empty() {
-                self.more.insert(entry, more);
-            }
-            return true;
-        }
-        // The key goes: drop its index slot, and move the last entry into its place. The
-        // key's bytes stay in the arena until the table is next rebuilt (pruning does).
-        let hash = self.hasher.hash_one(key);
-        if let Ok(slot) = self.index.find_entry(hash, |&x| x == entry) {
-            slot.remove();
-        }
-        let last = u32::try_from(self.offsets.len() - 1).unwrap_or(u32::MAX);
-        if entry != last {
-            let moved_hash = self.hasher.hash_one(self.key(last));
-            if let Some(slot) = self.index.find_mut(moved_hash, |&x| x == last) {
-                *slot = entry;
-            }
-            if let Some(more) = self.more.remove(&last) {
-                self.more.insert(entry, more);
-            }
-        }
-        self.offsets.swap_remove(e);
-        self.first.swap_remove(e);
-        true
-    }
-
-    fn entries(&self) -> impl Iterator<Item = (&str, &Packed)> {
-        (0..self.offsets.len()).flat_map(move |e| {
-            let e = u32::try_from(e).unwrap_or(u32::MAX);
-            let key = self.key(e);
-            self.scopes(e).map(move |p| (key, p))
-        })
-    }
-
-    fn is_empty(&self) -> bool {
-        self.offsets.is_empty()
-    }
-
-    /// Room for `n` more keys of a typical length.
-    fn reserve(&mut self, n: usize) {
-        const TYPICAL_KEY_BYTES: usize = 24;
-        self.arena.reserve(n.saturating_mul(TYPICAL_KEY_BYTES + 4));
-        self.offsets.reserve(n);
-        self.first.reserve(n);
-        let (hasher, offsets, arena) = (&self.hasher, &self.offsets, &self.arena);
-        self.index
-            .reserve(n, |&e| hasher.hash_one(key_in(arena, offsets, e)));
-    }
-
-    /// Gives back the spare capacity of a finished table.
-    fn shrink(&mut self) {
-        self.arena.shrink_to_fit();
-        self.offsets.shrink_to_fit();
-        self.first.shrink_to_fit();
-        let (hasher, offsets, arena) = (&self.hasher, &self.offsets, &self.arena);
-        self.index
-            .shrink_to_fit(|&e| hasher.hash_one(key_in(arena, offsets, e)));
-    }
-}
-
-/// A key read straight from the arena (for rehashing, while the table is borrowed).
-fn key_in<'a>(arena: &'a [u8], offsets: &[u64], entry: u32) -> &'a str {
-    let Some(start) = offsets
-        .get(entry as usize)
-        .and_then(|o| usize::try_from(*o).ok())
-    else {
-        return "";
-    };
-    let len = arena
-        .get(start..start + 4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map_or(0, |b| u32::from_le_bytes(b) as usize);
-    arena
-        .get(start + 4..start + 4 + len)
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .unwrap_or("")
-}
+type StrTable = ArenaMap<Packed>;
 
 /// One immutable layer of rules, keyed by selector.
 ///
@@ -435,10 +259,10 @@ impl RuleTable {
             scope: self.unpack(p),
         };
         match selector {
-            Selector::Session(s) => strs(&self.sessions, s).map(rule).collect(),
-            Selector::Sub(s) => strs(&self.subs, s).map(rule).collect(),
+            Selector::Session(s) => self.sessions.get(s).map(rule).collect(),
+            Selector::Sub(s) => self.subs.get(s).map(rule).collect(),
             Selector::Claim { name, value } => match self.claims.get(name) {
-                Some(t) => strs(t, value).map(rule).collect(),
+                Some(t) => t.get(value).map(rule).collect(),
                 None => Vec::new(),
             },
             Selector::TokenSha256(h) => {
@@ -572,12 +396,12 @@ impl RuleTable {
             scope: self.unpack(p),
         };
         if let Some(session) = token.session
-            && let Some(p) = strs(&self.sessions, session).find(covers)
+            && let Some(p) = self.sessions.get(session).find(covers)
         {
             return Some(hit(Selector::Session(session.into()), p));
         }
         if let Some(sub) = token.sub
-            && let Some(p) = strs(&self.subs, sub).find(covers)
+            && let Some(p) = self.subs.get(sub).find(covers)
         {
             return Some(hit(Selector::Sub(sub.into()), p));
         }
@@ -591,7 +415,7 @@ impl RuleTable {
                 continue;
             };
             for value in claim_values(claim) {
-                if let Some(p) = strs(table, &value).find(covers) {
+                if let Some(p) = table.get(&value).find(covers) {
                     let selector = Selector::Claim {
                         name: name.clone(),
                         value: value.as_ref().into(),
@@ -605,11 +429,6 @@ impl RuleTable {
             .find(covers)
             .map(|p| hit(Selector::Global, p))
     }
-}
-
-/// The scopes stored under a string key.
-fn strs<'t>(table: &'t StrTable, key: &str) -> impl Iterator<Item = &'t Packed> {
-    table.find(key).into_iter().flat_map(|e| table.scopes(e))
 }
 
 fn push_or_merge(scopes: &mut Vec<Packed>, p: Packed) -> bool {

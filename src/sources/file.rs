@@ -9,6 +9,9 @@
 //! entries as "maybe changed"; other files in the directory are ignored. Bursts are
 //! debounced, the file is re-read through the symlink and compared by content hash, and a
 //! slow poll catches events that were missed (inotify queue overflow, exhausted watches).
+//! A changed file is used only once two reads one debounce apart agree: a writer that
+//! pauses mid-write leaves a shorter file that may itself be valid (a YAML rules file cut
+//! after any line is), and that must not be applied as if it were the new content.
 //! This module never writes into a watched directory.
 
 use std::collections::HashMap;
@@ -144,15 +147,52 @@ impl Changes {
 }
 
 impl Changes {
-    /// Waits until the content of `file` differs from `last` (which it then updates): the
-    /// loop every small watched file (a key, the admin token) needs.
+    /// Waits until the content of `file` differs from `last` (which it then updates) and has
+    /// settled (see [`Changes::next_settled`]): the loop every small watched file (a key, the
+    /// admin token) needs.
     pub async fn next_content(&mut self, file: &Path, last: &mut Fingerprint) {
+        let file = file.to_path_buf();
+        self.next_settled(last, move || (file_fingerprint(&file), ()))
+            .await;
+    }
+
+    /// Waits until a read of the file differs from `last` and has settled: `read` (which
+    /// returns the content's fingerprint and what the caller wants of it) is called after
+    /// each (debounced) event, and again one debounce (150 ms) later until two reads in a row
+    /// agree. Then `last` is updated and the last read returned. Content that settles back
+    /// to `last` is not returned. Reads run on the blocking pool: a rules file can be large.
+    ///
+    /// Why twice: a writer that stops mid-file for longer than the debounce (a slow `cp`,
+    /// an editor, a script writing rule by rule) leaves a shorter file, and a YAML rules
+    /// file cut after any line is a valid file with fewer rules (JSON and gzip cut short do
+    /// not parse). Applying it would lift the missing rules until the rest arrives.
+    pub async fn next_settled<T, R>(&mut self, last: &mut Fingerprint, read: R) -> T
+    where
+        T: Send + 'static,
+        R: Fn() -> (Fingerprint, T) + Clone + Send + 'static,
+    {
         loop {
             self.next().await;
-            let fp = file_fingerprint(file);
-            if fp != *last {
+            let Ok((mut previous, _)) = tokio::task::spawn_blocking(read.clone()).await else {
+                continue;
+            };
+            if previous == *last {
+                continue;
+            }
+            loop {
+                tokio::time::sleep(DEBOUNCE).await;
+                let Ok((fp, content)) = tokio::task::spawn_blocking(read.clone()).await else {
+                    break;
+                };
+                if fp != previous {
+                    previous = fp;
+                    continue;
+                }
+                if fp == *last {
+                    break;
+                }
                 *last = fp;
-                return;
+                return content;
             }
         }
     }
@@ -210,6 +250,83 @@ mod tests {
         std::fs::remove_dir_all(d.join("..v1")).unwrap();
         assert!(changed_within(&mut changes, Duration::from_secs(5)).await);
         assert_eq!(std::fs::read_to_string(d.join("rules.json")).unwrap(), "2");
+    }
+
+    /// `file` holding `seen` (its fingerprint, as last read, is returned), then `written`
+    /// with the change notified, as the watcher would.
+    fn watched_then_written(file: &Path, seen: &str, written: &str) -> (Changes, Fingerprint) {
+        std::fs::write(file, seen).unwrap();
+        let last = file_fingerprint(file);
+        let notify = Arc::new(Notify::new());
+        std::fs::write(file, written).unwrap();
+        notify.notify_one();
+        (Changes { notify, poll: POLL }, last)
+    }
+
+    #[tokio::test]
+    async fn a_file_written_in_two_steps_is_read_only_once_both_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rules.yaml");
+        let first_step = "rules:\n  - sub: alice\n";
+        let both_steps = "rules:\n  - sub: alice\n  - sub: mallory\n";
+        let (mut changes, mut last) = watched_then_written(&file, "rules: []\n", first_step);
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let read = {
+            let (file, reads) = (file.clone(), reads.clone());
+            move || {
+                let text = std::fs::read_to_string(&file).unwrap();
+                // The writer's first step (a valid YAML rules file on its own) is there; its second
+                // lands right after the first read.
+                if reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    use std::io::Write;
+                    let mut f = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(&file)
+                        .unwrap();
+                    f.write_all(b"  - sub: mallory\n").unwrap();
+                }
+                (fingerprint([text.as_bytes()]), text)
+            }
+        };
+
+        let read_as = tokio::time::timeout(
+            Duration::from_secs(5),
+            changes.next_settled(&mut last, read),
+        )
+        .await
+        .expect("the file settles");
+
+        assert_eq!(read_as, both_steps, "never the first step alone");
+        assert_eq!(last, fingerprint([both_steps.as_bytes()]));
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_change_undone_before_it_settles_is_no_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("admin-token");
+        let (mut changes, mut last) = watched_then_written(&file, "old", "new");
+        let read = {
+            let file = file.clone();
+            move || {
+                let fp = file_fingerprint(&file);
+                // Undone right after the first read.
+                std::fs::write(&file, "old").unwrap();
+                (fp, ())
+            }
+        };
+
+        let settled = tokio::time::timeout(
+            Duration::from_millis(800),
+            changes.next_settled(&mut last, read),
+        )
+        .await;
+
+        assert!(
+            settled.is_err(),
+            "content back to the last seen is no change"
+        );
+        assert_eq!(last, fingerprint([b"old".as_slice()]));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Reload loops: one task per watched source. Each re-reads its files when they may have
-//! changed, skips content it has already seen, validates the rest in full, and only then
-//! swaps it in. An invalid, truncated or deleted file keeps the last good state; the error
-//! is logged and counted (SPEC §3 "Reloading").
+//! changed, skips content it has already seen, waits for new content to settle (two reads
+//! one debounce apart agree), validates it in full, and only then swaps it in. An invalid,
+//! truncated or deleted file keeps the last good state; the error is logged and counted
+//! (SPEC §3 "Reloading").
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,47 +11,48 @@ use super::file::{Changes, Fingerprint, fingerprint};
 use crate::jwt::Issuer;
 use crate::jwt::jwks::{self, KeyFile};
 use crate::metrics::Metrics;
-use crate::revocation::{RuleTable, parse};
+use crate::revocation::parse;
 use crate::state::StateHandle;
 
-/// Reads a rules file once: its fingerprint (a read error counts as content) and, unless
-/// the fingerprint is `unchanged_from`, the parsed table. The file's bytes are dropped
-/// before the table is returned, so a large file is never held twice.
-pub fn read_rules(
-    file: &Path,
-    unchanged_from: Option<Fingerprint>,
-) -> (Fingerprint, Option<Result<RuleTable, parse::RulesError>>) {
+/// Reads a rules file once: its content (gunzipped, size-limited) and that content's
+/// fingerprint (a read error counts as content, so a file that keeps failing the same way
+/// is reported once, not at every poll).
+pub fn read_rules(file: &Path) -> (Fingerprint, Result<Vec<u8>, parse::RulesError>) {
     let bytes = parse::read_limited(file);
     let fp = match &bytes {
         Ok(b) => fingerprint([b.as_slice()]),
         Err(e) => fingerprint([e.to_string().as_bytes()]),
     };
-    if unchanged_from == Some(fp) {
-        return (fp, None);
-    }
-    (fp, Some(bytes.and_then(|b| parse::parse_bytes(&b, file))))
+    (fp, bytes)
 }
 
-/// Follows the rules file until the writer stops.
+/// Follows the rules file until the writer stops. `issuers` are the configured ones: a
+/// rule naming another is an error, as it is at start.
 pub async fn follow_rules(
     file: PathBuf,
     mut changes: Changes,
     mut last: Fingerprint,
+    issuers: Vec<String>,
     state: StateHandle,
     metrics: Arc<Metrics>,
 ) {
+    let issuers: Arc<[String]> = issuers.into();
     loop {
-        changes.next().await;
         let path = file.clone();
-        // Reading and parsing a large file is blocking work; keep it off the async workers
-        // that answer Checks.
-        let Ok((fp, parsed)) =
-            tokio::task::spawn_blocking(move || read_rules(&path, Some(last))).await
+        let bytes = changes
+            .next_settled(&mut last, move || read_rules(&path))
+            .await;
+        let (path, issuers_now) = (file.clone(), issuers.clone());
+        // Parsing a large file is blocking work; keep it off the async workers that answer
+        // Checks. The bytes are dropped before the table is handed on, so a large file is
+        // never held twice.
+        let Ok(parsed) = tokio::task::spawn_blocking(move || {
+            bytes.and_then(|b| parse::parse_bytes(&b, &path, Some(&issuers_now)))
+        })
+        .await
         else {
             continue;
         };
-        let Some(parsed) = parsed else { continue };
-        last = fp;
         match parsed {
             Ok(table) => {
                 let rules = table.len();
