@@ -12,21 +12,24 @@ use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse}
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
+use crate::clock::{self, UnixTime};
 use crate::config::{Config, LogConfig, LogLevel};
 use crate::decision::{Decision, Reason};
 use crate::jwt::remote::Refetched;
 use crate::jwt::{Verified, Verifier, VerifyError};
 use crate::metrics::Metrics;
-use crate::revocation::{Snapshot, TokenFacts, UnixTime, claim_text, token_hash};
-use crate::state::{SnapshotReader, unix_now};
+use crate::revocation::{Snapshot, TokenFacts, claim_text, token_hash};
+use crate::state::SnapshotReader;
 use crate::token::{self, TokenError};
 
 /// What the request path needs from the config, resolved once.
 pub struct Policy {
     pub header: String,
     pub session_claim: String,
-    /// `revocation.max_token_lifetime` in seconds: cutoff rules are pruned on the promise
-    /// that no older token is accepted, so this is where the promise is kept.
+    /// `revocation.max_token_lifetime` in seconds, the lifetime alone: a token is refused
+    /// once `iat` + this + its issuer's leeway has passed. Cutoff rules are pruned on that
+    /// promise (a little later: see the snapshot writer's `prune_after`), so this is where
+    /// the promise is kept.
     pub max_token_lifetime: Option<i64>,
     /// claim -> header, set on allowed requests.
     pub claims_to_headers: Vec<(String, String)>,
@@ -39,10 +42,7 @@ impl Policy {
         Policy {
             header: config.token.header.clone(),
             session_claim: config.revocation.session_claim.clone(),
-            max_token_lifetime: config
-                .revocation
-                .max_token_lifetime
-                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+            max_token_lifetime: config.revocation.max_token_lifetime.map(clock::seconds),
             claims_to_headers: config
                 .forward
                 .claims_to_headers
@@ -238,7 +238,7 @@ impl Authorization for CheckService {
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
         let authz = &self.0;
-        let mut out = authz.decide(request.get_ref(), unix_now());
+        let mut out = authz.decide(request.get_ref(), clock::unix_now());
         // An unknown kid of a fetched key set may be a key the provider just rotated in:
         // refetch (rate-limited) and decide again with what it brought.
         if out.decision == Decision::Deny(Reason::UnknownKey)
@@ -249,7 +249,7 @@ impl Authorization for CheckService {
                 .and_then(|issuer| issuer.refetch.as_ref())
         {
             match refetch.unknown_kid().await {
-                Refetched::Done => out = authz.decide(request.get_ref(), unix_now()),
+                Refetched::Done => out = authz.decide(request.get_ref(), clock::unix_now()),
                 Refetched::RateLimited => {}
                 // Still unknown_key, never UNAVAILABLE: the issuer has keys, and a slow
                 // provider must not turn a forged kid into "undecidable", which Envoy's

@@ -76,7 +76,7 @@ fn run(command: Command) -> anyhow::Result<Option<String>> {
                 aud,
                 ttl,
                 claims,
-                now: veto::state::unix_now(),
+                now: veto::clock::unix_now(),
             };
             Ok(Some(veto::jwt::mint::mint(&spec)?))
         }

@@ -418,7 +418,8 @@ impl DemoDir {
         // `veto` on the PATH, as `cargo install --path .` puts it (the README says so).
         let bin = dir.path().join(".bin");
         fs::create_dir_all(&bin).expect("create .bin");
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_veto"), bin.join("veto")).expect("link veto");
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_veto"), bin.join("veto"))
+            .expect("link veto");
         let git = |args: &[&str]| {
             let status = Command::new("git")
                 .args(["-c", "user.name=readme", "-c", "user.email=readme@test"])
