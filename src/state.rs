@@ -59,6 +59,12 @@ pub enum WriteError {
     /// The change could not be made durable in `state_dir`, so it was not applied.
     #[error("cannot save pushed rules: {0}")]
     Persist(String),
+    /// The change is applied and the new state file is in place, but it may not survive a
+    /// crash of the machine (the directory could not be synced).
+    #[error(
+        "the change is applied, but it may not survive a restart: {0}; check the rules after the next start"
+    )]
+    NotDurable(String),
 }
 
 enum Command {
@@ -256,12 +262,28 @@ impl Writer {
         changed.add(self.prune(now));
         let mut failure = None;
         if must_save && let Err(e) = self.save() {
-            tracing::error!(error = %e, "pushed rules not saved; the change is rolled back");
-            if let Some(before) = before {
-                self.pushed = before;
-                self.prune(now);
-            }
-            failure = Some(WriteError::Persist(e.to_string()));
+            failure = Some(match e {
+                // The new file is in place and will be read at the next start, crash or
+                // not (its rename may be lost only with the machine). Memory keeps what the
+                // disk now holds: rolling back would lift a pushed revocation now, only for
+                // it to come back at the next start, or bring back a deleted rule now and
+                // lose it then. Nothing was acknowledged as durable, so the caller hears
+                // that the change is in force but may not survive.
+                PersistError::Unsynced { .. } => {
+                    tracing::error!(error = %e, "pushed rules saved, but the save may not survive a crash; the change stays in force");
+                    WriteError::NotDurable(e.to_string())
+                }
+                // Nothing replaced the old file: the disk holds the layer as it was, and so
+                // does memory after the rollback.
+                _ => {
+                    tracing::error!(error = %e, "pushed rules not saved; the change is rolled back");
+                    if let Some(before) = before {
+                        self.pushed = before;
+                        self.prune(now);
+                    }
+                    WriteError::Persist(e.to_string())
+                }
+            });
         }
         if changed.file || changed.pushed {
             self.publish();
@@ -561,6 +583,18 @@ mod tests {
         (Command::Push { rules, done }, rx)
     }
 
+    type DeleteAnswer = oneshot::Receiver<Result<(DeleteOutcome, u64), WriteError>>;
+
+    fn delete(s: &str) -> (Command, DeleteAnswer) {
+        let (done, rx) = oneshot::channel();
+        let cmd = Command::Delete {
+            selector: Selector::Sub(s.into()),
+            iss: None,
+            done,
+        };
+        (cmd, rx)
+    }
+
     fn published(handle: &StateHandle, s: &str) -> bool {
         let snap = handle.reader().load_full();
         let sel = Selector::Sub(s.into());
@@ -692,6 +726,45 @@ mod tests {
         let on_disk = state.load().unwrap();
         assert_eq!(on_disk.len(), 1);
         assert!(on_disk.get(&Selector::Sub("kept".into()), None).is_some());
+    }
+
+    #[test]
+    fn a_save_whose_directory_sync_fails_keeps_the_change_as_the_disk_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let (mut w, handle) = writer_at(
+            RuleTable::default(),
+            table([sub("lifted")]),
+            None,
+            Arc::default(),
+            Some(state.clone().failing_dir_sync()),
+            NOW,
+        );
+        let (push_cmd, mut pushed) = push(vec![sub("revoked")]);
+        let (delete_cmd, mut deleted) = delete("lifted");
+        w.step(vec![push_cmd, delete_cmd], NOW);
+        // Neither answer says "done": the caller was never told the change is durable...
+        let err = pushed.try_recv().unwrap().unwrap_err();
+        assert!(matches!(err, WriteError::NotDurable(_)));
+        assert!(
+            err.to_string().contains("may not survive a restart"),
+            "{err}"
+        );
+        assert!(matches!(
+            deleted.try_recv().unwrap(),
+            Err(WriteError::NotDurable(_))
+        ));
+        // ...and memory holds what the next start will read: the pushed rule stays in
+        // force, the deleted one stays lifted.
+        let on_disk = state.load().unwrap();
+        assert!(
+            on_disk
+                .get(&Selector::Sub("revoked".into()), None)
+                .is_some()
+        );
+        assert!(on_disk.get(&Selector::Sub("lifted".into()), None).is_none());
+        assert!(published(&handle, "revoked"));
+        assert!(!published(&handle, "lifted"));
     }
 
     #[test]
