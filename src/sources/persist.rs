@@ -37,6 +37,8 @@ pub enum PersistError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write the pushed rules as JSON: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 /// Where pushed rules are kept.
@@ -108,9 +110,9 @@ impl StateDir {
             let path = path.to_path_buf();
             move |source| PersistError::Io { path, source }
         };
+        // Serialized before the old file is touched: an error here leaves it as it was.
+        let bytes = serde_json::to_vec_pretty(&body)?;
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        // Serializing a Value into a Vec cannot fail.
-        let bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
         f.write_all(&bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
         drop(f);
