@@ -216,6 +216,9 @@ impl Authz {
     }
 }
 
+/// The longest claim value forwarded as a header.
+const MAX_HEADER_VALUE: usize = 8192;
+
 /// A claim as a header value: strings as they are, other JSON as its text. A value with
 /// control characters (which could split a header) is treated as absent.
 fn header_value(v: &Value) -> Option<String> {
@@ -224,7 +227,7 @@ fn header_value(v: &Value) -> Option<String> {
         Value::Null => return None,
         other => other.to_string(),
     };
-    (!s.chars().any(char::is_control) && s.len() <= 8192).then_some(s)
+    (!s.chars().any(char::is_control) && s.len() <= MAX_HEADER_VALUE).then_some(s)
 }
 
 /// The tonic service around [`Authz`].
@@ -296,5 +299,371 @@ fn log_denial(level: LogLevel, reason: Reason, out: &Outcome) {
         LogLevel::Info => denied!(tracing::Level::INFO),
         LogLevel::Debug => denied!(tracing::Level::DEBUG),
         LogLevel::Trace => denied!(tracing::Level::TRACE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::{CacheConfig, IssuerConfig};
+    use crate::jwt::jwks;
+    use crate::revocation::{Rule, RuleTable, Scope, Selector};
+
+    const ISS: &str = "https://issuer.test";
+    const NOW: UnixTime = 1_800_000_000;
+    const LEEWAY: i64 = 30;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/keys")
+            .join(name)
+    }
+
+    /// The fixture issuer (RS256 and HS256 allowed), its keys loaded or not yet.
+    fn verifier(loaded: bool) -> Arc<Verifier> {
+        let config = IssuerConfig {
+            issuer: ISS.into(),
+            audiences: vec!["orders-api".into()],
+            jwks_file: Some(fixture("jwks.json")),
+            remote: None,
+            hmac_secret_file: Some(fixture("hs256.key")),
+            algorithms: vec![Algorithm::RS256, Algorithm::HS256],
+            leeway: Duration::from_secs(LEEWAY as u64),
+        };
+        let v = Verifier::new(std::slice::from_ref(&config), &CacheConfig::default());
+        if loaded {
+            let issuer = v.issuer(ISS).unwrap();
+            for (kind, file) in jwks::key_files(&config) {
+                jwks::install(issuer, kind, jwks::load_file(kind, &file).unwrap().keys);
+            }
+        }
+        Arc::new(v)
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            header: "authorization".into(),
+            session_claim: "jti".into(),
+            max_token_lifetime: None,
+            claims_to_headers: vec![("sub".into(), "x-jwt-sub".into())],
+            log: LogConfig::default(),
+        }
+    }
+
+    fn authz(policy: Policy, rules: Vec<Rule>, loaded: bool) -> Authz {
+        let mut pushed = RuleTable::default();
+        rules.into_iter().for_each(|r| pushed.insert(r));
+        Authz {
+            policy,
+            verifier: verifier(loaded),
+            snapshot: SnapshotReader::fixed(Snapshot {
+                version: 1,
+                file: Arc::default(),
+                pushed: Arc::new(pushed),
+            }),
+            metrics: Arc::default(),
+        }
+    }
+
+    fn claims() -> Value {
+        json!({"iss": ISS, "sub": "alice", "aud": "orders-api", "iat": NOW, "exp": NOW + 3600})
+    }
+
+    fn with(extra: Value) -> Value {
+        let mut c = claims();
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    }
+
+    fn pem_key(name: &str) -> EncodingKey {
+        EncodingKey::from_rsa_pem(&std::fs::read(fixture(name)).unwrap()).unwrap()
+    }
+
+    fn sign_as(alg: Algorithm, key: &EncodingKey, claims: &Value) -> String {
+        let mut header = Header::new(alg);
+        header.kid = Some("rsa-1".into());
+        jsonwebtoken::encode(&header, claims, key).unwrap()
+    }
+
+    fn token(claims: &Value) -> String {
+        sign_as(Algorithm::RS256, &pem_key("rsa.pem"), claims)
+    }
+
+    fn request(authorization: Option<&str>) -> CheckRequest {
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(Request {
+                    http: Some(HttpRequest {
+                        headers: authorization
+                            .map(|v| ("authorization".to_string(), v.to_string()))
+                            .into_iter()
+                            .collect(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn bearer(token: &str) -> CheckRequest {
+        request(Some(&format!("Bearer {token}")))
+    }
+
+    fn sub_rule(sub: &str, expires_at: Option<UnixTime>) -> Rule {
+        Rule {
+            selector: Selector::Sub(sub.into()),
+            scope: Scope::new(None, None, expires_at, Some("laptop stolen".into())),
+        }
+    }
+
+    fn denied(out: &Outcome) -> Reason {
+        match out.decision {
+            Decision::Deny(r) => r,
+            ref other => panic!("expected a denial, got {other:?} ({})", out.detail),
+        }
+    }
+
+    #[test]
+    fn a_valid_token_is_allowed_with_its_subject_forwarded() {
+        let a = authz(policy(), vec![], true);
+        let out = a.decide(&bearer(&token(&claims())), NOW);
+        assert_eq!(
+            out.decision,
+            Decision::Allow {
+                set: vec![("x-jwt-sub".into(), "alice".into())],
+                remove: vec![],
+            }
+        );
+        assert_eq!(out.iss.as_deref(), Some(ISS));
+        assert_eq!(out.sub.as_deref(), Some("alice"));
+        assert!(out.token_digest.is_some());
+    }
+
+    #[test]
+    fn every_reason_of_spec_section_4_comes_from_decide() {
+        let a = authz(policy(), vec![sub_rule("mallory", None)], true);
+        let unknown_kid = {
+            let mut header = Header::new(Algorithm::RS256);
+            header.kid = Some("rotated-away".into());
+            jsonwebtoken::encode(&header, &claims(), &pem_key("rsa.pem")).unwrap()
+        };
+        let cases = [
+            (request(None), Reason::MissingToken),
+            (request(Some("Basic YWxpY2U6cHc=")), Reason::MissingToken),
+            (bearer("not a jwt"), Reason::MalformedToken),
+            (
+                bearer(&token(&json!({"iss": true, "exp": NOW + 60}))),
+                Reason::MalformedToken,
+            ),
+            (
+                bearer(&token(&with(json!({"exp": null})))),
+                Reason::MalformedToken,
+            ),
+            (
+                bearer(&token(&with(json!({"iss": "https://other.test"})))),
+                Reason::UnknownIssuer,
+            ),
+            (bearer(&unknown_kid), Reason::UnknownKey),
+            (
+                bearer(&sign_as(Algorithm::PS256, &pem_key("rsa.pem"), &claims())),
+                Reason::AlgorithmNotAllowed,
+            ),
+            (
+                bearer(&sign_as(
+                    Algorithm::RS256,
+                    &pem_key("other-rsa.pem"),
+                    &claims(),
+                )),
+                Reason::InvalidSignature,
+            ),
+            (
+                bearer(&token(&with(json!({"exp": NOW - LEEWAY})))),
+                Reason::Expired,
+            ),
+            (
+                bearer(&token(&with(json!({"nbf": NOW + LEEWAY + 1})))),
+                Reason::NotYetValid,
+            ),
+            (
+                bearer(&token(&with(json!({"iat": NOW + LEEWAY + 1})))),
+                Reason::NotYetValid,
+            ),
+            (
+                bearer(&token(&with(json!({"aud": "billing-api"})))),
+                Reason::WrongAudience,
+            ),
+            (
+                bearer(&token(&with(json!({"sub": "mallory"})))),
+                Reason::Revoked,
+            ),
+        ];
+        let mut seen = Vec::new();
+        for (i, (req, want)) in cases.iter().enumerate() {
+            let out = a.decide(req, NOW);
+            assert_eq!(denied(&out), *want, "case {i}: {}", out.detail);
+            seen.push(*want);
+        }
+        for r in Reason::ALL {
+            assert!(seen.contains(&r), "no case for {r}");
+        }
+    }
+
+    #[test]
+    fn a_revoked_token_names_the_rule_the_subject_and_the_issuer() {
+        let a = authz(policy(), vec![sub_rule("alice", None)], true);
+        let out = a.decide(&bearer(&token(&claims())), NOW);
+        assert_eq!(denied(&out), Reason::Revoked);
+        assert_eq!(out.rule.as_deref(), Some("sub:alice"));
+        assert_eq!(out.detail, "laptop stolen");
+        assert_eq!(
+            (out.iss.as_deref(), out.sub.as_deref()),
+            (Some(ISS), Some("alice"))
+        );
+        assert_eq!(out.token_id().map(|id| id.len()), Some(12));
+    }
+
+    #[test]
+    fn a_rule_revokes_until_its_expiry_and_not_from_then_on() {
+        let a = authz(policy(), vec![sub_rule("alice", Some(NOW + 10))], true);
+        let req = bearer(&token(&claims()));
+        assert_eq!(denied(&a.decide(&req, NOW + 9)), Reason::Revoked);
+        assert!(matches!(
+            a.decide(&req, NOW + 10).decision,
+            Decision::Allow { .. }
+        ));
+    }
+
+    #[test]
+    fn the_token_lifetime_ends_at_iat_plus_lifetime_plus_leeway() {
+        let a = authz(
+            Policy {
+                max_token_lifetime: Some(3600),
+                ..policy()
+            },
+            vec![],
+            true,
+        );
+        let long_lived = bearer(&token(&with(json!({"exp": NOW + 86_400}))));
+        let last_second = NOW + 3600 + LEEWAY - 1;
+        assert!(matches!(
+            a.decide(&long_lived, last_second).decision,
+            Decision::Allow { .. }
+        ));
+        let out = a.decide(&long_lived, last_second + 1);
+        assert_eq!(denied(&out), Reason::Expired);
+        assert_eq!(out.detail, "older than revocation.max_token_lifetime");
+        assert_eq!(out.sub.as_deref(), Some("alice"));
+
+        let mut no_iat = claims();
+        no_iat.as_object_mut().unwrap().remove("iat");
+        let out = a.decide(&bearer(&token(&no_iat)), NOW);
+        assert_eq!(denied(&out), Reason::MalformedToken);
+
+        // Without max_token_lifetime, only exp counts.
+        let a = authz(policy(), vec![], true);
+        assert!(matches!(
+            a.decide(&long_lived, NOW + 80_000).decision,
+            Decision::Allow { .. }
+        ));
+    }
+
+    #[test]
+    fn a_token_whose_issuer_keys_never_loaded_is_undecidable_not_denied() {
+        let a = authz(policy(), vec![], false);
+        let out = a.decide(&bearer(&token(&claims())), NOW);
+        assert!(
+            matches!(&out.decision, Decision::Unavailable(why) if why.contains(ISS)),
+            "{out:?}"
+        );
+        // What needs no keys is still decided.
+        let out = a.decide(
+            &bearer(&token(&with(json!({"iss": "https://other.test"})))),
+            NOW,
+        );
+        assert_eq!(denied(&out), Reason::UnknownIssuer);
+        assert_eq!(denied(&a.decide(&request(None), NOW)), Reason::MissingToken);
+    }
+
+    #[test]
+    fn claims_to_headers_forward_values_and_remove_absent_or_unsafe_ones() {
+        let forward = [
+            ("sub", "x-sub"),
+            ("name", "x-name"),
+            ("num", "x-num"),
+            ("groups", "x-groups"),
+            ("crlf", "x-crlf"),
+            ("tab", "x-tab"),
+            ("nul", "x-nul"),
+            ("null", "x-null"),
+            ("absent", "x-absent"),
+        ];
+        let a = authz(
+            Policy {
+                claims_to_headers: forward
+                    .iter()
+                    .map(|(c, h)| (c.to_string(), h.to_string()))
+                    .collect(),
+                ..policy()
+            },
+            vec![],
+            true,
+        );
+        let claims = with(json!({
+            "name": "Alice Smith (ops)",
+            "num": 12345,
+            "groups": ["a", "b"],
+            "crlf": "alice\r\nx-admin: true",
+            "tab": "a\tb",
+            "nul": "a\u{0}b",
+            "null": null,
+        }));
+        let out = a.decide(&bearer(&token(&claims)), NOW);
+        let Decision::Allow { set, remove } = out.decision else {
+            panic!("not allowed: {}", out.detail);
+        };
+        let set: Vec<(&str, &str)> = set.iter().map(|(h, v)| (h.as_str(), v.as_str())).collect();
+        assert_eq!(
+            set,
+            [
+                ("x-sub", "alice"),
+                ("x-name", "Alice Smith (ops)"),
+                ("x-num", "12345"),
+                ("x-groups", r#"["a","b"]"#),
+            ]
+        );
+        assert_eq!(remove, ["x-crlf", "x-tab", "x-nul", "x-null", "x-absent",]);
+
+        // Long values: a header holds at most MAX_HEADER_VALUE bytes of a claim.
+        let a = authz(
+            Policy {
+                claims_to_headers: vec![("name".into(), "x-name".into())],
+                ..policy()
+            },
+            vec![],
+            true,
+        );
+        for (len, forwarded) in [(MAX_HEADER_VALUE, true), (MAX_HEADER_VALUE + 1, false)] {
+            let claims = with(json!({ "name": "a".repeat(len) }));
+            let Decision::Allow { set, remove } = a.decide(&bearer(&token(&claims)), NOW).decision
+            else {
+                panic!("not allowed");
+            };
+            assert_eq!(
+                (set.len(), remove.len()),
+                (usize::from(forwarded), usize::from(!forwarded))
+            );
+        }
     }
 }

@@ -40,6 +40,12 @@ impl SnapshotReader {
     pub fn load_full(&self) -> Arc<Snapshot> {
         self.0.load_full()
     }
+
+    /// A reader of `snapshot`, never changed (for tests of the request path).
+    #[cfg(test)]
+    pub(crate) fn fixed(snapshot: Snapshot) -> SnapshotReader {
+        SnapshotReader(Arc::new(ArcSwap::from_pointee(snapshot)))
+    }
 }
 
 /// Why a delete did not happen.
