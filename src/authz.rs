@@ -3,10 +3,12 @@
 //! [`Authz::decide`] is a pure function of (request, keys, snapshot, now): no lock, no I/O,
 //! and the only shared state it touches is read through `arc-swap`. The gRPC wrapper around
 //! it times the Check, counts it, and writes one structured log line per denial with the
-//! reason, issuer, subject and a hash prefix of the token (never the token).
+//! reason, issuer, subject and a hash prefix of the token (never the token); beyond
+//! [`DENIAL_LINES_PER_SECOND`] of one reason in one second, one line counts the rest.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
 use serde_json::Value;
@@ -235,8 +237,49 @@ fn header_value(v: &Value) -> Option<String> {
     (visible && s.len() <= MAX_HEADER_VALUE).then_some(s)
 }
 
+/// Full "request denied" lines written per reason per second; the rest of that second is
+/// counted and written as one line. Enough to explain every denial of ordinary traffic,
+/// few enough that a flood of bad tokens cannot fill the log pipe (and the log pipeline
+/// behind it) with copies of one line.
+pub const DENIAL_LINES_PER_SECOND: u64 = 100;
+
+/// How long after the first held-back denial its summary line is written.
+const SUMMARY_AFTER: Duration = Duration::from_secs(1);
+
 /// The tonic service around [`Authz`].
-pub struct CheckService(pub Arc<Authz>);
+pub struct CheckService {
+    authz: Arc<Authz>,
+    denial_lines: Arc<DenialLines>,
+}
+
+impl CheckService {
+    pub fn new(authz: Arc<Authz>) -> CheckService {
+        let denial_lines = Arc::new(DenialLines::new(authz.policy.log.clone()));
+        CheckService {
+            authz,
+            denial_lines,
+        }
+    }
+
+    /// Writes the line of a denial, or holds it back for its reason's summary line.
+    fn log_denial(&self, reason: Reason, out: &Outcome, now: UnixTime) {
+        let level = self.authz.policy.log.denial(reason);
+        if level == LogLevel::Off {
+            return;
+        }
+        match self.denial_lines.admit(reason, now) {
+            Admit::Line => log_denial(level, reason, out),
+            Admit::Held { first: false } => {}
+            Admit::Held { first: true } => {
+                let lines = self.denial_lines.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(SUMMARY_AFTER).await;
+                    lines.summarize(reason);
+                });
+            }
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl Authorization for CheckService {
@@ -245,8 +288,9 @@ impl Authorization for CheckService {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
-        let authz = &self.0;
-        let mut out = authz.decide(request.get_ref(), clock::unix_now());
+        let authz = &self.authz;
+        let now = clock::unix_now();
+        let mut out = authz.decide(request.get_ref(), now);
         // An unknown kid of a fetched key set may be a key the provider just rotated in:
         // refetch (rate-limited) and decide again with what it brought.
         if out.decision == Decision::Deny(Reason::UnknownKey)
@@ -268,7 +312,7 @@ impl Authorization for CheckService {
         authz.metrics.check(&out.decision, started.elapsed());
         match &out.decision {
             Decision::Allow { .. } => {}
-            Decision::Deny(reason) => log_denial(authz.policy.log.denial(*reason), *reason, &out),
+            Decision::Deny(reason) => self.log_denial(*reason, &out, now),
             Decision::Unavailable(_) => tracing::warn!(
                 detail = %out.detail,
                 iss = out.iss.as_deref().unwrap_or("-"),
@@ -280,30 +324,114 @@ impl Authorization for CheckService {
     }
 }
 
+/// `tracing::event!` at a configured level: tracing's macros take the level as a constant,
+/// so one arm per level.
+macro_rules! event_at {
+    ($level:expr, $($event:tt)+) => {
+        match $level {
+            LogLevel::Off => {}
+            LogLevel::Error => tracing::event!(tracing::Level::ERROR, $($event)+),
+            LogLevel::Warn => tracing::event!(tracing::Level::WARN, $($event)+),
+            LogLevel::Info => tracing::event!(tracing::Level::INFO, $($event)+),
+            LogLevel::Debug => tracing::event!(tracing::Level::DEBUG, $($event)+),
+            LogLevel::Trace => tracing::event!(tracing::Level::TRACE, $($event)+),
+        }
+    };
+}
+
 /// Writes the "request denied" line at `level` (already counted in the metrics, whatever
-/// the level). tracing's macros take the level as a constant: one arm per level.
+/// the level).
 fn log_denial(level: LogLevel, reason: Reason, out: &Outcome) {
-    macro_rules! denied {
-        ($level:expr) => {
-            tracing::event!(
-                $level,
-                reason = reason.as_str(),
-                detail = %out.detail,
-                iss = out.iss.as_deref().unwrap_or("-"),
-                sub = out.sub.as_deref().unwrap_or("-"),
-                token = out.token_id().as_deref().unwrap_or("-"),
-                rule = out.rule.as_deref().unwrap_or("-"),
-                "request denied"
-            )
-        };
+    event_at!(
+        level,
+        reason = reason.as_str(),
+        detail = %out.detail,
+        iss = out.iss.as_deref().unwrap_or("-"),
+        sub = out.sub.as_deref().unwrap_or("-"),
+        token = out.token_id().as_deref().unwrap_or("-"),
+        rule = out.rule.as_deref().unwrap_or("-"),
+        "request denied"
+    );
+}
+
+/// Which denials get their own line: the first [`DENIAL_LINES_PER_SECOND`] of each reason
+/// in each second. The others are counted and summed into one line per reason
+/// ([`DenialLines::summarize`]), so every denial is still in the log, and a Check never
+/// waits for a log pipe a flood has filled. Atomics only: this is on the request path.
+/// Two Checks that start a new second together may both write a line over the budget; it
+/// bounds a flood, it is not an exact quota.
+struct DenialLines {
+    /// The level of each reason's lines (`log.denials`), for the summaries.
+    levels: LogConfig,
+    windows: [Window; Reason::ALL.len()],
+}
+
+#[derive(Default)]
+struct Window {
+    /// The second `written` counts lines of.
+    second: AtomicI64,
+    written: AtomicU64,
+    /// Denials held back since the last summary.
+    held: AtomicU64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    /// Write this denial's line.
+    Line,
+    /// Count it; the first held-back denial since the last summary schedules the next one.
+    Held { first: bool },
+}
+
+impl DenialLines {
+    fn new(levels: LogConfig) -> DenialLines {
+        DenialLines {
+            levels,
+            windows: Default::default(),
+        }
     }
-    match level {
-        LogLevel::Off => {}
-        LogLevel::Error => denied!(tracing::Level::ERROR),
-        LogLevel::Warn => denied!(tracing::Level::WARN),
-        LogLevel::Info => denied!(tracing::Level::INFO),
-        LogLevel::Debug => denied!(tracing::Level::DEBUG),
-        LogLevel::Trace => denied!(tracing::Level::TRACE),
+
+    fn admit(&self, reason: Reason, now: UnixTime) -> Admit {
+        let w = &self.windows[reason as usize];
+        let second = w.second.load(Ordering::Relaxed);
+        if second != now
+            && w.second
+                .compare_exchange(second, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            w.written.store(0, Ordering::Relaxed);
+        }
+        if w.written.fetch_add(1, Ordering::Relaxed) < DENIAL_LINES_PER_SECOND {
+            Admit::Line
+        } else {
+            Admit::Held {
+                first: w.held.fetch_add(1, Ordering::Relaxed) == 0,
+            }
+        }
+    }
+
+    /// Writes one line counting the denials of `reason` held back since the last one.
+    fn summarize(&self, reason: Reason) {
+        let count = self.windows[reason as usize]
+            .held
+            .swap(0, Ordering::Relaxed);
+        if count > 0 {
+            event_at!(
+                self.levels.denial(reason),
+                reason = reason.as_str(),
+                count,
+                "more denials with this reason in the last second, not logged one by one"
+            );
+        }
+    }
+}
+
+impl Drop for DenialLines {
+    /// The summaries still pending when veto stops, so no held-back denial goes unlogged.
+    fn drop(&mut self) {
+        for reason in Reason::ALL {
+            self.summarize(reason);
+        }
     }
 }
 
@@ -685,5 +813,128 @@ mod tests {
                 (usize::from(forwarded), usize::from(!forwarded))
             );
         }
+    }
+    #[test]
+    fn past_the_budget_a_second_denials_of_a_reason_are_held_and_counted() {
+        let lines = DenialLines::new(LogConfig::default());
+        for _ in 0..DENIAL_LINES_PER_SECOND {
+            assert_eq!(lines.admit(Reason::Revoked, NOW), Admit::Line);
+        }
+        assert_eq!(
+            lines.admit(Reason::Revoked, NOW),
+            Admit::Held { first: true }
+        );
+        assert_eq!(
+            lines.admit(Reason::Revoked, NOW),
+            Admit::Held { first: false }
+        );
+        // Each reason has its own budget, and each second a new one.
+        assert_eq!(lines.admit(Reason::Expired, NOW), Admit::Line);
+        assert_eq!(lines.admit(Reason::Revoked, NOW + 1), Admit::Line);
+        assert_eq!(
+            lines.windows[Reason::Revoked as usize]
+                .held
+                .load(Ordering::Relaxed),
+            2
+        );
+        lines.summarize(Reason::Revoked);
+        assert_eq!(
+            lines.windows[Reason::Revoked as usize]
+                .held
+                .load(Ordering::Relaxed),
+            0
+        );
+    }
+
+    /// Log lines written while `f` runs, as JSON.
+    async fn logged(f: impl AsyncFnOnce()) -> Vec<Value> {
+        struct Sink(std::sync::mpsc::Sender<Vec<u8>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let _ = self.0.send(buf.to_vec());
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || Sink(tx.clone()))
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        f().await;
+        drop(guard);
+        let bytes: Vec<u8> = rx.try_iter().flatten().collect();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn with_message<'a>(lines: &'a [Value], message: &str) -> Vec<&'a Value> {
+        lines.iter().filter(|l| l["message"] == message).collect()
+    }
+
+    const SUMMARY: &str = "more denials with this reason in the last second, not logged one by one";
+
+    #[tokio::test]
+    async fn a_flood_of_one_denial_writes_the_budget_and_one_line_counting_the_rest() {
+        let service = CheckService::new(Arc::new(authz(
+            policy(),
+            vec![sub_rule("alice", None)],
+            true,
+        )));
+        // The service reads the real clock.
+        let real_now = clock::unix_now();
+        let req = bearer(&token(&with(
+            json!({"iat": real_now, "exp": real_now + 3600}),
+        )));
+        let flood = DENIAL_LINES_PER_SECOND + 50;
+        // The budget is per wall-clock second: a flood that straddles two seconds gets two
+        // budgets, so retry the rare run that does.
+        let lines = loop {
+            let start = clock::unix_now();
+            let lines = logged(async || {
+                for _ in 0..flood {
+                    service
+                        .check(tonic::Request::new(req.clone()))
+                        .await
+                        .unwrap();
+                }
+                service.denial_lines.summarize(Reason::Revoked);
+            })
+            .await;
+            if clock::unix_now() == start {
+                break lines;
+            }
+        };
+        let denied = with_message(&lines, "request denied");
+        assert_eq!(denied.len() as u64, DENIAL_LINES_PER_SECOND);
+        assert_eq!(denied[0]["reason"], "revoked");
+        assert_eq!(denied[0]["rule"], "sub:alice");
+        let summary = with_message(&lines, SUMMARY);
+        assert_eq!(summary.len(), 1, "{lines:?}");
+        assert_eq!(summary[0]["reason"], "revoked");
+        assert_eq!(summary[0]["count"], 50);
+        assert_eq!(summary[0]["level"], "INFO");
+    }
+
+    #[tokio::test]
+    async fn denials_still_held_back_when_veto_stops_are_counted_in_the_log() {
+        let lines = logged(async || {
+            let lines = DenialLines::new(LogConfig::default());
+            for _ in 0..DENIAL_LINES_PER_SECOND + 7 {
+                lines.admit(Reason::MissingToken, NOW);
+            }
+        })
+        .await;
+        let summary = with_message(&lines, SUMMARY);
+        assert_eq!(summary.len(), 1, "{lines:?}");
+        assert_eq!(summary[0]["reason"], "missing_token");
+        assert_eq!(summary[0]["count"], 7);
     }
 }
