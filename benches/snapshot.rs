@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Map, Value, json};
+use veto::clock::unix_now;
 use veto::revocation::{Rule, RuleTable, Scope, Selector, Snapshot, TokenFacts};
-use veto::state::unix_now;
 
 fn table(sessions: usize) -> RuleTable {
     let mut t = RuleTable::default();

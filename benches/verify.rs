@@ -18,11 +18,11 @@ use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use jsonwebtoken::Algorithm;
 use veto::authz::{Authz, Policy};
+use veto::clock::unix_now;
 use veto::config::Config;
 use veto::jwt::{Verifier, jwks};
 use veto::metrics::Metrics;
 use veto::revocation::{RuleTable, token_hash};
-use veto::state::unix_now;
 
 fn keys() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/keys")

@@ -14,8 +14,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -266,12 +266,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 // ---- tokens and the Check request -----------------------------------------------------
 
 #[allow(clippy::too_many_arguments)]
@@ -286,7 +280,7 @@ fn tokens(
     out: &Path,
 ) -> anyhow::Result<()> {
     let alg: jsonwebtoken::Algorithm = alg.parse().context("--alg")?;
-    let now = unix_now();
+    let now = veto::clock::unix_now();
     let started = Instant::now();
     // Signing RSA is ~1 ms a token: use every core we are given.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -404,13 +398,13 @@ async fn encode(request: CheckRequest) -> anyhow::Result<Vec<u8>> {
     let mut client = AuthorizationClient::new(captured.clone());
     // The capture answers with an error once it has the body; that error is expected.
     let _ = client.check(request).await;
-    let body = captured.0.lock().expect("capture lock").take();
+    let body = captured.0.get().cloned();
     body.context("the gRPC client sent no request body")
 }
 
 /// A gRPC "transport" that keeps the request body and answers nothing.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Option<Vec<u8>>>>);
+struct Capture(Arc<OnceLock<Vec<u8>>>);
 
 impl Service<http::Request<tonic::body::Body>> for Capture {
     type Response = http::Response<tonic::body::Body>;
@@ -438,7 +432,7 @@ impl Service<http::Request<tonic::body::Body>> for Capture {
                     bytes.extend_from_slice(&data);
                 }
             }
-            *slot.lock().expect("capture lock") = Some(bytes);
+            let _ = slot.set(bytes);
             Err("captured".into())
         })
     }
@@ -545,7 +539,7 @@ fn percentile(sorted: &[u32], q: f64) -> u32 {
 /// 2% `sub`, the rest `session` (half of them expiring in a day, as a revoked session's rule
 /// does once its tokens have expired). The variant is part of every selector.
 fn rules_json(count: usize, variant: u64) -> String {
-    let expires = unix_now() + 86_400;
+    let expires = veto::clock::unix_now() + 86_400;
     let globals = count.min(2);
     let claims = (count / 200).max(1).min(count - globals);
     let subs = (count / 50).max(1).min(count - globals - claims);
@@ -626,12 +620,7 @@ fn rules_json(count: usize, variant: u64) -> String {
 /// `rules.json -> ..data/rules.json` link created if missing, the old directory removed.
 fn configmap_write(dir: &Path, text: &str, variant: u64) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let stamp = format!(
-        "..bench_{}_{variant}",
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    );
+    let stamp = format!("..bench_{}_{variant}", veto::clock::unix_now_ms());
     let fresh = dir.join(&stamp);
     std::fs::create_dir(&fresh)?;
     let mut f = std::fs::File::create(fresh.join("rules.json"))?;
@@ -725,7 +714,7 @@ async fn push(admin: &str, token_file: &Path, count: usize, max: Duration) -> an
     let started = Instant::now();
     let mut took = Vec::new();
     let mut failed = 0;
-    let nonce = unix_now();
+    let nonce = veto::clock::unix_now();
     for i in 0..count {
         if started.elapsed() > max {
             break;

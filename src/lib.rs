@@ -14,9 +14,10 @@
 //!   deletes and expiry all go through it).
 //! - [`sources`]: file watching (ConfigMap-safe) and the reload loops for rules and keys.
 //! - [`admin`]: the HTTP admin server (health, readiness, metrics).
-//! - [`metrics`], [`readiness`], [`shutdown`]: cross-cutting pieces, each in one place.
 //! - [`load`]: one step from a [`config::Config`] to every file it names, read and
 //!   validated; `veto serve` starts from it and `veto check-config` runs it.
+//! - [`metrics`], [`readiness`], [`shutdown`], [`clock`]: cross-cutting pieces, each in one
+//!   place ([`clock`] is the only reader of the wall clock; everything else is given `now`).
 //! - [`serve`] wires it all together for `veto serve`; [`check`] and [`jwt::mint`] back the
 //!   other commands; [`cli`] is the command line.
 
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod authz;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod decision;
 pub mod jwt;

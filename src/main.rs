@@ -76,7 +76,7 @@ fn run(command: Command) -> anyhow::Result<Option<String>> {
                 aud,
                 ttl,
                 claims,
-                now: veto::state::unix_now(),
+                now: veto::clock::unix_now(),
             };
             Ok(Some(veto::jwt::mint::mint(&spec)?))
         }
@@ -85,8 +85,10 @@ fn run(command: Command) -> anyhow::Result<Option<String>> {
 
 /// JSON logs to stderr, one event per line; `RUST_LOG` (or `VETO_LOG`) sets the filter.
 /// A background thread does the writing, so a Check that logs a denial never waits on the
-/// terminal or the container runtime's pipe; the queue blocks rather than drops when full,
-/// because every denial must be explained.
+/// terminal or the container runtime's pipe. When its queue is full (the pipe has been
+/// full for a long while) a line is dropped rather than a Check blocked, and counted: a
+/// warning gives the count once lines get through again. Denial lines are also summed per
+/// reason per second (`authz::DENIAL_LINES_PER_SECOND`), so a flood rarely gets that far.
 fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("VETO_LOG")
@@ -95,8 +97,30 @@ fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
+        .lossy(true)
         .finish(std::io::stderr());
+    let dropped = writer.error_counter();
+    let report = move || {
+        let mut reported = 0;
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let total = dropped.dropped_lines();
+            if total > reported {
+                // This line may be dropped too: `total` is cumulative, so the next one that
+                // gets through still accounts for every dropped line.
+                tracing::warn!(
+                    dropped = total - reported,
+                    total,
+                    "log lines dropped: the log pipe was full"
+                );
+                reported = total;
+            }
+        }
+    };
+    // Without the thread the logs still work; only the count of dropped lines is missing.
+    let _ = std::thread::Builder::new()
+        .name("log-drops".into())
+        .spawn(report);
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)

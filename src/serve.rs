@@ -120,7 +120,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         .await;
     let router = Server::builder()
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(CheckService(authz)));
+        .add_service(AuthorizationServer::new(CheckService::new(authz)));
     drop(starting);
     tracing::info!(
         grpc = %config.grpc.listen,

@@ -78,9 +78,7 @@ fn rejected(who: &str, action: &'static str, error: ApiError) -> ApiError {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    crate::clock::unix_now_ms()
 }
 
 /// Reads a JSON body of at most 1 MiB. Called after the caller is authorized, so an

@@ -55,7 +55,7 @@ pub fn mint(spec: &TokenSpec) -> Result<String, MintError> {
     put("iss", spec.iss.as_ref());
     put("sub", spec.sub.as_ref());
     put("aud", spec.aud.as_ref());
-    let ttl = i64::try_from(spec.ttl.as_secs()).unwrap_or(i64::MAX);
+    let ttl = crate::clock::seconds(spec.ttl);
     claims.insert("iat".into(), spec.now.into());
     claims.insert("exp".into(), spec.now.saturating_add(ttl).into());
     claims.insert("jti".into(), Value::String(random_id()));

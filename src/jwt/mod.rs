@@ -22,9 +22,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
+use crate::clock::UnixTime;
 use crate::config::{CacheConfig, IssuerConfig};
 use crate::decision::Reason;
-use crate::revocation::UnixTime;
 
 /// Longest token accepted. Real JWTs are well under 4 KiB; anything much larger is an attack
 /// on the parser or a mistake, and Envoy's own header limit is 60 KiB.
@@ -408,7 +408,7 @@ impl Verifier {
             }
         }
 
-        let leeway = i64::try_from(policy.leeway.as_secs()).unwrap_or(i64::MAX);
+        let leeway = crate::clock::seconds(policy.leeway);
         let exp = numeric_claim(&claims, "exp").map_err(VerifyError::Denied)?;
         let nbf = numeric_claim(&claims, "nbf").map_err(VerifyError::Denied)?;
         let iat = numeric_claim(&claims, "iat").map_err(VerifyError::Denied)?;

@@ -18,8 +18,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-/// Seconds since the Unix epoch.
-pub type UnixTime = i64;
+pub use crate::clock::UnixTime;
 
 /// The latest time a rule may name: 9999-12-31T23:59:59Z, the last second RFC 3339 can
 /// write. Later is no real date, only a way to reach the edges of `i64`.

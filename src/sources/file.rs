@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::digest::{SHA256, digest};
@@ -44,15 +44,21 @@ pub struct WatchError {
 /// Files watched in one directory: file name -> who to wake.
 type Watched = HashMap<PathBuf, Vec<(OsString, Arc<Notify>)>>;
 
+/// [`Watched`], shared with notify's callback. A std lock (`clippy.toml` bans them
+/// elsewhere): the callback runs on notify's own thread, outside the runtime, and `watch`
+/// at startup; it is never on the request path nor held across an `.await`.
+#[allow(clippy::disallowed_types)]
+type Routes = std::sync::Mutex<Watched>;
+
 /// One inotify (or platform) watcher shared by every watched file.
 pub struct FileWatcher {
     watcher: RecommendedWatcher,
-    watched: Arc<Mutex<Watched>>,
+    watched: Arc<Routes>,
 }
 
 impl FileWatcher {
     pub fn new() -> Result<FileWatcher, notify::Error> {
-        let watched: Arc<Mutex<Watched>> = Arc::default();
+        let watched: Arc<Routes> = Arc::default();
         let routes = watched.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             // Runs on notify's own thread, never on the request path.

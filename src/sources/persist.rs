@@ -5,8 +5,11 @@
 //! after a crash at any point the file is either the old or the new version, never a torn
 //! mix (the rename is atomic; the directory fsync makes the rename itself durable). The
 //! admin API answers 201 only after that, so a `kill -9` right after the answer loses
-//! nothing. At start the file is read with the same validation as a rules file; a file that
-//! exists but cannot be read is an error that stops `serve`.
+//! nothing. A directory sync that fails after the rename is [`PersistError::Unsynced`]: the
+//! new file is in place (and is what the next start reads, unless the machine crashes), so
+//! the caller must not act as if the old one were still there. At start the file is read
+//! with the same validation as a rules file; a file that exists but cannot be read is an
+//! error that stops `serve`.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -27,12 +30,24 @@ pub enum PersistError {
     },
     #[error(transparent)]
     Invalid(#[from] RulesError),
+    /// The new file replaced the old one, but the directory could not be synced, so the
+    /// rename may be lost if the machine crashes.
+    #[error("{}: the new state file is in place, but syncing the directory failed: {source}", dir.display())]
+    Unsynced {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write the pushed rules as JSON: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 /// Where pushed rules are kept.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
+    /// Test hook: the directory sync after the rename fails, as it can on a failing disk.
+    #[cfg(test)]
+    fail_dir_sync: bool,
 }
 
 impl StateDir {
@@ -43,6 +58,8 @@ impl StateDir {
     pub fn at(dir: &Path) -> StateDir {
         StateDir {
             dir: dir.to_path_buf(),
+            #[cfg(test)]
+            fail_dir_sync: false,
         }
     }
 
@@ -52,9 +69,16 @@ impl StateDir {
             path: dir.to_path_buf(),
             source,
         })?;
-        Ok(StateDir {
-            dir: dir.to_path_buf(),
-        })
+        Ok(StateDir::at(dir))
+    }
+
+    /// This directory, with every directory sync failing (for tests of that failure).
+    #[cfg(test)]
+    pub(crate) fn failing_dir_sync(self) -> StateDir {
+        StateDir {
+            fail_dir_sync: true,
+            ..self
+        }
     }
 
     pub fn file(&self) -> PathBuf {
@@ -86,17 +110,26 @@ impl StateDir {
             let path = path.to_path_buf();
             move |source| PersistError::Io { path, source }
         };
+        // Serialized before the old file is touched: an error here leaves it as it was.
+        let bytes = serde_json::to_vec_pretty(&body)?;
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        // Serializing a Value into a Vec cannot fail.
-        let bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
         f.write_all(&bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
         drop(f);
         fs::rename(&tmp, &file).map_err(io(&file))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
-        Ok(())
+        self.sync_dir().map_err(|source| PersistError::Unsynced {
+            dir: self.dir.clone(),
+            source,
+        })
+    }
+
+    /// Makes the directory's entries (the rename) durable.
+    fn sync_dir(&self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.fail_dir_sync {
+            return Err(std::io::Error::other("directory sync failed (test hook)"));
+        }
+        File::open(&self.dir).and_then(|d| d.sync_all())
     }
 }
 
