@@ -7,7 +7,10 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{AppSaw, Pod, Token, Veto, VetoDir, assert_denied, http_client, poll_until};
+use crate::common::{
+    AppSaw, Pod, Token, Veto, VetoDir, assert_denied, http_client, http_client_with_timeout,
+    poll_until,
+};
 
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -398,7 +401,7 @@ async fn issued_before_now_logs_a_user_out_everywhere_but_lets_them_back_in() {
 async fn a_push_survives_kill_9_and_an_expired_one_is_not_resurrected() {
     let state = tempfile::tempdir().unwrap();
     let token = Token::new().claim("sub", "dave");
-    let kept = {
+    {
         let veto = dir_with(json!({"rules": []}))
             .start(&config(Some(state.path())))
             .await;
@@ -410,10 +413,15 @@ async fn a_push_survives_kill_9_and_an_expired_one_is_not_resurrected() {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED);
-        veto.log()
+        // SPEC §5: the 201 comes only once the push is on disk, not on its way there.
+        let saved = std::fs::read_to_string(state.path().join("pushed-rules.json"))
+            .unwrap_or_else(|e| format!("({e})"));
+        assert!(
+            saved.contains(token.jti()),
+            "the push was not in the state file when veto answered 201: {saved}"
+        );
         // Dropping the Veto sends SIGKILL, right after the 201.
-    };
-    assert!(kept.contains("veto"), "veto ran");
+    }
 
     // Wait out erin's one-second rule before the restart.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -448,7 +456,12 @@ async fn an_unreadable_state_file_stops_serve_naming_the_file() {
 #[tokio::test]
 async fn a_thousand_concurrent_pushes_racing_file_reloads_all_land() {
     let veto = dir_with(json!({"rules": []})).start(&config(None)).await;
-    let admin = std::sync::Arc::new(Admin::of(&veto));
+    // A thousand requests in flight at once: on a loaded two-core machine the last are
+    // answered well after the usual 5 s timeout, and the point is that they land.
+    let admin = std::sync::Arc::new(Admin {
+        http: http_client_with_timeout(Duration::from_secs(60)),
+        ..Admin::of(&veto)
+    });
 
     let mut pushes = Vec::new();
     for i in 0..1000 {

@@ -141,9 +141,15 @@ impl Default for ClosedPort {
 /// in the environment must not capture loopback traffic) and a timeout, so a hung server
 /// fails the test instead of hanging it.
 pub fn http_client() -> reqwest::Client {
+    http_client_with_timeout(Duration::from_secs(5))
+}
+
+/// As [`http_client`], with `timeout` for each request: for a test that sends so many
+/// requests at once that, on a busy machine, the last are answered seconds later.
+pub fn http_client_with_timeout(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
-        .timeout(Duration::from_secs(5))
+        .timeout(timeout)
         .build()
         .expect("build the test HTTP client")
 }
