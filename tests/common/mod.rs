@@ -16,6 +16,8 @@
 //! - `grpc`: veto's Check and health services called directly, as Envoy calls them.
 //! - `cli`: `veto` as a one-shot command ([`run_veto`]): exit code, stdout, stderr.
 //! - `idp`: [`Idp`] and [`TlsIdp`], fake identity providers serving discovery and JWKS.
+//! - `k8s`: the Kubernetes deliverables rendered, schema-checked and laid out as a pod's files.
+//! - `files`: the repository's files and copies of them ([`copy_tree`]).
 //!
 //! Why every test starts its own processes: each `#[tokio::test]` runs on its own runtime,
 //! so the echo app (a task) cannot outlive its test, and a process kept in a `static` is
@@ -24,8 +26,10 @@
 
 mod cli;
 mod envoy;
+mod files;
 mod grpc;
 mod idp;
+pub mod k8s;
 mod pod;
 mod process;
 mod responses;
@@ -35,6 +39,7 @@ mod veto;
 
 pub use cli::{Run, run_command, run_veto, veto_command};
 pub use envoy::{Envoy, envoy_binary};
+pub use files::{copy_tree, files_under, read, relative, repo};
 pub use grpc::{
     GRPC_OK, assert_check_denied, check, check_allowed, check_client, check_denial_reason,
     check_outcome, header_values, headers_request, health_client, raw_headers_request,
@@ -50,6 +55,7 @@ pub use upstream::EchoUpstream;
 pub use veto::{Veto, VetoDir, metric_value};
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// One issuer (`https://issuer.test`) with the fixture JWKS and HMAC secret (see
@@ -152,4 +158,27 @@ pub fn http_client_with_timeout(timeout: Duration) -> reqwest::Client {
         .timeout(timeout)
         .build()
         .expect("build the test HTTP client")
+}
+
+/// The program `name` from the project's `.venv/bin/` (where the README's test command
+/// installs the Python-packaged tools: Envoy, kubernetes-validate), else from PATH; panics
+/// with `hint`, how to get it, when it is in neither. Never skips: a test that silently did
+/// not run would pass while proving nothing.
+pub fn tool(name: &str, hint: &str) -> PathBuf {
+    let venv = repo().join(".venv/bin").join(name);
+    if venv.is_file() {
+        return venv;
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|candidate| candidate.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` not found in {} nor on PATH: {hint}",
+                venv.parent().expect("a parent").display()
+            )
+        })
 }
