@@ -8,33 +8,23 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::{
-    AppSaw, Pod, Token, Veto, VetoDir, assert_denied, http_client, http_client_with_timeout,
-    poll_until,
+    AppSaw, Pod, SIDECAR_CONFIG, SidecarConfig, Token, Veto, VetoDir, assert_denied, http_client,
+    http_client_with_timeout, poll_until,
 };
 
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// The fixture issuer, a rules file, an admin token file, and (when `state_dir` is given)
-/// durable pushes there.
+/// The standard sidecar with the admin token file [`dir_with`] writes.
+fn with_admin_token() -> SidecarConfig {
+    SidecarConfig::new().admin_token_file("admin-token")
+}
+
+/// [`with_admin_token`], and (when `state_dir` is given) durable pushes there.
 fn config(state_dir: Option<&std::path::Path>) -> String {
-    let state = state_dir
-        .map(|d| format!("  state_dir: {}\n", d.display()))
-        .unwrap_or_default();
-    format!(
-        r#"
-grpc: {{listen: $GRPC_LISTEN}}
-admin: {{listen: $ADMIN_LISTEN, token_file: admin-token}}
-issuers:
-  - issuer: https://issuer.test
-    audiences: [orders-api]
-    jwks_file: jwks.json
-    hmac_secret_file: hs256.key
-revocation:
-  file: rules/rules.json
-{state}forward:
-  claims_to_headers: {{sub: x-jwt-sub}}
-"#
-    )
+    match state_dir {
+        Some(dir) => with_admin_token().state_dir(dir).yaml(),
+        None => with_admin_token().yaml(),
+    }
 }
 
 fn dir_with(rules: Value) -> VetoDir {
@@ -292,9 +282,7 @@ async fn every_rules_endpoint_answers_with_the_documented_status_codes() {
 #[tokio::test]
 async fn without_a_token_file_every_write_is_403_with_how_to_enable_it() {
     let dir = dir_with(json!({"rules": []}));
-    let veto = dir
-        .start(&config(None).replace(", token_file: admin-token", ""))
-        .await;
+    let veto = dir.start(SIDECAR_CONFIG).await;
     let admin = Admin::of(&veto).with_token(None);
     for (status, body) in [
         admin.post("/v1/rules", json!({"sub": "x"})).await,
@@ -475,11 +463,10 @@ async fn a_thousand_concurrent_pushes_racing_file_reloads_all_land() {
     }
     // Rewrite the rules file while the pushes run.
     for round in 0..20 {
-        let tmp = veto.write(
-            "rules/.rules.tmp",
+        veto.replace(
+            "rules/rules.json",
             json!({"rules": [{"sub": format!("file-{round}")}]}).to_string(),
         );
-        std::fs::rename(tmp, veto.dir().join("rules/rules.json")).unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for p in pushes {
@@ -594,10 +581,9 @@ async fn the_audit_line_of_a_push_lists_the_rule_ids_as_a_json_array() {
 
 #[tokio::test]
 async fn missing_token_denials_can_be_logged_below_info_and_are_counted_all_the_same() {
-    let quiet = format!(
-        "{}log:\n  denials:\n    missing_token: debug\n",
-        config(None)
-    );
+    let quiet = with_admin_token()
+        .set("log.denials.missing_token", "debug")
+        .yaml();
     let veto = dir_with(json!({"rules": []})).start(&quiet).await;
     let mut client = check_client(veto.grpc_addr()).await;
 
@@ -678,13 +664,9 @@ async fn metrics_answer_in_the_format_the_scraper_asked_for() {
 
 /// [`config`] with `revocation.max_token_lifetime: 24h`, as the bundled example has.
 fn config_with_a_token_lifetime() -> String {
-    let config = config(None);
-    let with = config.replace(
-        "  file: rules/rules.json\n",
-        "  file: rules/rules.json\n  max_token_lifetime: 24h\n",
-    );
-    assert_ne!(with, config, "the test config has a rules file");
-    with
+    with_admin_token()
+        .set("revocation.max_token_lifetime", "24h")
+        .yaml()
 }
 
 #[tokio::test]

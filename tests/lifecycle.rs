@@ -22,8 +22,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::common::{
     AppSaw, EchoUpstream, Envoy, Pod, Run, SIDECAR_CONFIG, SUBJECT, Token, VetoDir,
-    assert_denied_as_missing_token, check_allowed, free_loopback_addr, headers_request,
-    http_client, metric_value, poll_until, run_command, veto_command,
+    assert_denied_as_missing_token, bearer_request, check_allowed, free_loopback_addr, http_client,
+    metric_value, poll_until, run_command, veto_command,
 };
 
 /// The standard sidecar config (see `common::SIDECAR_CONFIG`).
@@ -355,7 +355,7 @@ async fn a_check_in_flight_when_sigterm_arrives_still_gets_its_answer() {
         hold: Arc::new(Mutex::new(Some(hold))),
     });
     let mut second = client.clone();
-    let check = headers_request(&[("authorization", &format!("Bearer {}", Token::new().sign()))]);
+    let check = bearer_request(&Token::new().sign());
     let held_check = check.clone();
     let held = tokio::spawn(async move { client.check(held_check).await });
     opened.await.expect("the held Check opens its stream");
