@@ -5,52 +5,56 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{AppSaw, Pod, Token, VetoDir, assert_denied, poll_until};
+use crate::common::{AppSaw, Pod, SidecarConfig, Token, VetoDir, assert_denied, poll_until};
 
-const CONFIG: &str = r#"
-grpc: {listen: $GRPC_LISTEN}
-admin: {listen: $ADMIN_LISTEN}
-issuers:
-  - issuer: https://issuer.test
-    audiences: [orders-api]
-    jwks_file: jwks.json
-revocation:
-  file: rules/rules.json
-cache: {max_entries: 1024, max_bytes: 1048576}
-forward:
-  claims_to_headers: {sub: x-jwt-sub}
-"#;
+/// The standard sidecar with the verification cache's limits set explicitly.
+fn config() -> String {
+    SidecarConfig::new()
+        .set("cache", "{max_entries: 1024, max_bytes: 1048576}")
+        .yaml()
+}
+
+/// A pod whose veto has the fixture keys, no rules, and [`config`].
+async fn pod() -> Pod {
+    let dir = VetoDir::new().with_fixture_keys();
+    dir.write("rules/rules.json", json!({"rules": []}).to_string());
+    Pod::start(dir, &config()).await
+}
+
+/// Waits until `signed` is denied (a file change is picked up within a second), then
+/// asserts the denial is for `reason`.
+async fn assert_denied_soon(pod: &Pod, signed: &str, reason: &str) {
+    let denied = poll_until(Duration::from_secs(10), async || {
+        pod.get_with_token("/", signed).await.status() == 401
+    })
+    .await;
+    assert!(
+        denied,
+        "{reason}: the token was never denied\n{}",
+        pod.veto.log()
+    );
+    assert_denied(pod.get_with_token("/", signed).await, reason).await;
+}
 
 #[tokio::test]
 async fn a_cached_token_is_denied_as_soon_as_a_rule_revokes_it() {
-    let dir = VetoDir::new().with_fixture_keys();
-    dir.write("rules/rules.json", json!({"rules": []}).to_string());
-    let pod = Pod::start(dir, CONFIG).await;
+    let pod = pod().await;
     let token = Token::new();
     let signed = token.sign();
     for _ in 0..3 {
         AppSaw::read(pod.get_with_token("/", &signed).await).await;
     }
 
-    let tmp = pod.veto.write(
-        "rules/.next",
+    pod.veto.replace(
+        "rules/rules.json",
         json!({"rules": [{"session": token.jti()}]}).to_string(),
     );
-    std::fs::rename(tmp, pod.veto.dir().join("rules/rules.json")).unwrap();
-    assert!(
-        poll_until(Duration::from_secs(10), async || {
-            pod.get_with_token("/", &signed).await.status() == 401
-        })
-        .await
-    );
-    assert_denied(pod.get_with_token("/", &signed).await, "revoked").await;
+    assert_denied_soon(&pod, &signed, "revoked").await;
 }
 
 #[tokio::test]
 async fn a_key_removed_from_the_key_file_stops_a_cached_token_at_once() {
-    let dir = VetoDir::new().with_fixture_keys();
-    dir.write("rules/rules.json", json!({"rules": []}).to_string());
-    let pod = Pod::start(dir, CONFIG).await;
+    let pod = pod().await;
     let signed = Token::new().sign();
     AppSaw::read(pod.get_with_token("/", &signed).await).await;
 
@@ -63,15 +67,7 @@ async fn a_key_removed_from_the_key_file_stops_a_cached_token_at_once() {
         .filter(|k| k["kid"] != "rsa-1")
         .cloned()
         .collect();
-    let tmp = pod
-        .veto
-        .write(".jwks.next", json!({ "keys": keys }).to_string());
-    std::fs::rename(tmp, pod.veto.dir().join("jwks.json")).unwrap();
-    assert!(
-        poll_until(Duration::from_secs(10), async || {
-            pod.get_with_token("/", &signed).await.status() == 401
-        })
-        .await
-    );
-    assert_denied(pod.get_with_token("/", &signed).await, "unknown_key").await;
+    pod.veto
+        .replace("jwks.json", json!({ "keys": keys }).to_string());
+    assert_denied_soon(&pod, &signed, "unknown_key").await;
 }

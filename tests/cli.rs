@@ -13,7 +13,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use crate::common::{
-    AUDIENCE, AppSaw, ISSUER, Pod, VetoDir, fixture_key_path, hmac_secret, now, run_veto,
+    AUDIENCE, AppSaw, ISSUER, Pod, SidecarConfig, VetoDir, fixture_key_path, hmac_secret, now,
+    run_veto,
 };
 
 // ---- check-rules ----------------------------------------------------------------------
@@ -737,19 +738,11 @@ fn token_without_key_or_alg_is_a_usage_error() {
         .assert_stderr_names(&["--alg"]);
 }
 
-/// The veto config the end-to-end test runs: the fixture keys for the test issuer, and
-/// `sub` forwarded to the app.
-const POD_CONFIG: &str = r#"
-grpc: {listen: $GRPC_LISTEN}
-admin: {listen: $ADMIN_LISTEN}
-issuers:
-  - issuer: https://issuer.test
-    audiences: [orders-api]
-    jwks_file: jwks.json
-    hmac_secret_file: hs256.key
-forward:
-  claims_to_headers: {sub: x-jwt-sub}
-"#;
+/// The veto config the end-to-end test runs: the standard sidecar (the fixture keys for
+/// the test issuer, `sub` forwarded to the app) without a rules file.
+fn pod_config() -> String {
+    SidecarConfig::new().without("revocation").yaml()
+}
 
 #[tokio::test]
 async fn tokens_minted_by_veto_token_reach_the_app_through_envoy() {
@@ -779,7 +772,7 @@ async fn tokens_minted_by_veto_token_reach_the_app_through_envoy() {
         })
         .collect();
 
-    let pod = Pod::start(dir, POD_CONFIG).await;
+    let pod = Pod::start(dir, &pod_config()).await;
 
     for (sub, token) in tokens {
         let response = pod.get_with_token("/orders", &token).await;

@@ -5,9 +5,9 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 use crate::common::{
-    AppSaw, ClosedPort, EchoUpstream, Envoy, Pod, SIDECAR_CONFIG, SUBJECT, Token, VetoDir,
-    assert_denied, assert_denied_as_missing_token, denial_reason, http_client, now, other_rsa_key,
-    rsa_public_pem,
+    AppSaw, ClosedPort, EchoUpstream, Envoy, Pod, SIDECAR_CONFIG, SUBJECT, SidecarConfig, Token,
+    VetoDir, assert_denied, assert_denied_as_missing_token, denial_reason, http_client, now,
+    other_rsa_key, rsa_public_pem,
 };
 
 /// The standard sidecar config (see `common::SIDECAR_CONFIG`).
@@ -234,10 +234,9 @@ async fn with_max_token_lifetime_a_token_older_than_it_is_expired_even_after_its
         "rules/rules.json",
         json!({"rules": [{"issued_before": now() - 120}]}).to_string(),
     );
-    let config = CONFIG.replace(
-        "  file: rules/rules.json",
-        "  file: rules/rules.json\n  max_token_lifetime: 60",
-    );
+    let config = SidecarConfig::new()
+        .set("revocation.max_token_lifetime", "60")
+        .yaml();
     let pod = Pod::start(dir, &config).await;
 
     let old = Token::new().issued_in(-300).expires_in(7200).sign();

@@ -16,26 +16,15 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::common::{
-    GRPC_OK, SUBJECT, Token, Veto, VetoDir, assert_check_denied, check, check_allowed,
-    check_client, check_denial_reason, check_outcome, header_values, headers_request,
-    health_client, poll_until, raw_headers_request,
+    GRPC_OK, SUBJECT, SidecarConfig, Token, Veto, VetoDir, assert_check_denied, bearer_request,
+    check, check_allowed, check_client, check_denial_reason, check_token, header_values,
+    headers_request, health_client, poll_until, raw_headers_request,
 };
 
-/// One issuer with the fixture JWKS and HMAC secret, a rules file, and `sub` and `azp`
-/// forwarded as headers. Paths are relative to the config's dir.
-const CONFIG: &str = r#"
-grpc: {listen: $GRPC_LISTEN}
-admin: {listen: $ADMIN_LISTEN}
-issuers:
-  - issuer: https://issuer.test
-    audiences: [orders-api]
-    jwks_file: jwks.json
-    hmac_secret_file: hs256.key
-revocation:
-  file: rules/rules.json
-forward:
-  claims_to_headers: {sub: x-jwt-sub, azp: x-jwt-azp}
-"#;
+/// The standard sidecar, forwarding `azp` as `x-jwt-azp` too.
+fn config() -> String {
+    SidecarConfig::new().forward("azp", "x-jwt-azp").yaml()
+}
 
 /// How long a rules file change may take to reach the Checks: the watcher's debounce is a
 /// fraction of a second; the rest is slack for a busy two-core CI machine.
@@ -45,14 +34,12 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 async fn veto_without_rules() -> Veto {
     let dir = VetoDir::new().with_fixture_keys();
     dir.write("rules/rules.json", json!({"rules": []}).to_string());
-    dir.start(CONFIG).await
+    dir.start(&config()).await
 }
 
-/// Replaces veto's rules file at once (write a temp file beside it, rename it over), so
-/// the watcher never reads half a file.
+/// Replaces veto's rules file at once with `rules`.
 fn replace_rules(veto: &Veto, rules: serde_json::Value) {
-    let temp = veto.write("rules/.rules.json.tmp", rules.to_string());
-    std::fs::rename(&temp, veto.dir().join("rules/rules.json")).expect("rename the rules file");
+    veto.replace("rules/rules.json", rules.to_string());
 }
 
 fn bearer(token: &str) -> String {
@@ -175,13 +162,8 @@ async fn an_ecdsa_token_revoked_by_token_sha256_stays_revoked_when_its_signature
             ("the other token", &other),
             ("the other token's twin", &other_twin),
         ] {
-            let response = check(
-                &mut client,
-                headers_request(&[("authorization", &bearer(token))]),
-            )
-            .await;
             assert_eq!(
-                check_outcome(&response),
+                check_token(&mut client, token).await,
                 "allowed",
                 "{alg:?}: {what} without a rule"
             );
@@ -195,12 +177,7 @@ async fn an_ecdsa_token_revoked_by_token_sha256_stays_revoked_when_its_signature
             ]}),
         );
         let revoked = poll_until(RELOAD_TIMEOUT, async || {
-            let response = check(
-                &mut client,
-                headers_request(&[("authorization", &bearer(&original))]),
-            )
-            .await;
-            check_outcome(&response) == "revoked"
+            check_token(&mut client, &original).await == "revoked"
         })
         .await;
         assert!(
@@ -215,21 +192,15 @@ async fn an_ecdsa_token_revoked_by_token_sha256_stays_revoked_when_its_signature
             ("a token whose twin's hash is revoked", &other),
             ("the token whose hash is revoked", &other_twin),
         ] {
-            let response = check(
-                &mut client,
-                headers_request(&[("authorization", &bearer(token))]),
-            )
-            .await;
-            assert_eq!(check_outcome(&response), "revoked", "{alg:?}: {what}");
+            assert_eq!(
+                check_token(&mut client, token).await,
+                "revoked",
+                "{alg:?}: {what}"
+            );
         }
         replace_rules(&veto, json!({"rules": []}));
         let cleared = poll_until(RELOAD_TIMEOUT, async || {
-            let response = check(
-                &mut client,
-                headers_request(&[("authorization", &bearer(&original))]),
-            )
-            .await;
-            check_outcome(&response) == "allowed"
+            check_token(&mut client, &original).await == "allowed"
         })
         .await;
         assert!(
@@ -266,11 +237,7 @@ async fn a_denied_check_carries_the_401_challenge_and_json_body_envoy_sends_to_t
     let mut client = check_client(veto.grpc_addr()).await;
     let expired = Token::new().issued_in(-7200).expires_in(-3600).sign();
 
-    let response = check(
-        &mut client,
-        headers_request(&[("authorization", &bearer(&expired))]),
-    )
-    .await;
+    let response = check(&mut client, bearer_request(&expired)).await;
 
     // Field by field, as Envoy reads it: the HTTP status, the two headers, the body.
     assert_check_denied(&response, "expired");
@@ -308,19 +275,11 @@ async fn an_allowed_check_overwrites_claim_headers_and_removes_those_of_absent_c
     );
 
     // With both claims absent or present, the lists swap.
-    let response = check(
-        &mut client,
-        headers_request(&[(
-            "authorization",
-            &bearer(
-                &Token::new()
-                    .without("sub")
-                    .claim("azp", "mobile-app")
-                    .sign(),
-            ),
-        )]),
-    )
-    .await;
+    let token = Token::new()
+        .without("sub")
+        .claim("azp", "mobile-app")
+        .sign();
+    let response = check(&mut client, bearer_request(&token)).await;
     let ok = check_allowed(&response);
     assert_eq!(header_values(&ok.headers, "x-jwt-azp"), ["mobile-app"]);
     assert_eq!(ok.headers_to_remove, ["x-jwt-sub"]);

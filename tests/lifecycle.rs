@@ -22,9 +22,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::common::{
     AppSaw, EchoUpstream, Envoy, Idp, Pod, Run, SIDECAR_CONFIG, SUBJECT, Token, VetoDir,
-    assert_denied_as_missing_token, check_allowed, fixture_jwk, free_loopback_addr,
-    headers_request, http_client, jwk_set, metric_value, poll_until, run_command, run_veto,
-    veto_command,
+    assert_denied_as_missing_token, bearer_request, check_allowed, fixture_jwk,
+    free_loopback_addr, headers_request, http_client, jwk_set, metric_value, poll_until,
+    run_command, run_veto, veto_command,
 };
 
 /// The standard sidecar config (see `common::SIDECAR_CONFIG`).
@@ -488,7 +488,7 @@ async fn a_check_in_flight_when_sigterm_arrives_still_gets_its_answer() {
         hold: Arc::new(Mutex::new(Some(hold))),
     });
     let mut second = client.clone();
-    let check = headers_request(&[("authorization", &format!("Bearer {}", Token::new().sign()))]);
+    let check = bearer_request(&Token::new().sign());
     let held_check = check.clone();
     let held = tokio::spawn(async move { client.check(held_check).await });
     opened.await.expect("the held Check opens its stream");

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::envoy_binary;
+use crate::common::{copy_tree, envoy_binary};
 
 /// The whole walkthrough: a few seconds of work, with room for a loaded CI machine.
 const WALKTHROUGH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -494,17 +494,5 @@ impl DemoDir {
                 format!("\n--- {} ---\n{text}", p.display())
             })
             .collect()
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    if from.is_dir() {
-        fs::create_dir_all(to).expect("create a directory of the copy");
-        for entry in fs::read_dir(from).expect("read a directory of the repository") {
-            let entry = entry.expect("a directory entry");
-            copy_tree(&entry.path(), &to.join(entry.file_name()));
-        }
-    } else {
-        fs::copy(from, to).expect("copy a file of the repository");
     }
 }

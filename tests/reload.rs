@@ -12,25 +12,9 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 use crate::common::{
-    AppSaw, ISSUER, Pod, Token, Veto, VetoDir, assert_denied, check, check_client, check_outcome,
-    denial_reason, fixture_key_path, headers_request, poll_until,
+    AppSaw, ISSUER, Pod, SidecarConfig, Token, Veto, VetoDir, assert_denied, check_client,
+    check_token, denial_reason, fixture_key_path, poll_until, replace_atomically,
 };
-
-/// One issuer with the fixture JWKS and HMAC secret and a rules file. `$RULES` is the rules
-/// file's path relative to the config's dir.
-const CONFIG: &str = r#"
-grpc: {listen: $GRPC_LISTEN}
-admin: {listen: $ADMIN_LISTEN}
-issuers:
-  - issuer: https://issuer.test
-    audiences: [orders-api]
-    jwks_file: jwks.json
-    hmac_secret_file: hs256.key
-revocation:
-  file: $RULES
-forward:
-  claims_to_headers: {sub: x-jwt-sub}
-"#;
 
 /// How long a change may take to reach the Checks: the watcher's debounce is a fraction of
 /// a second; the rest is slack for a busy two-core CI machine.
@@ -41,8 +25,9 @@ const RELOAD_ERRORS: &str = r#"veto_snapshot_reloads_total{result="error"}"#;
 const RELOAD_OKS: &str = r#"veto_snapshot_reloads_total{result="ok"}"#;
 const SNAPSHOT_VERSION: &str = "veto_snapshot_version";
 
+/// The standard sidecar with `rules_file` (relative to the config's dir) as its rules file.
 fn config(rules_file: &str) -> String {
-    CONFIG.replace("$RULES", rules_file)
+    SidecarConfig::new().rules_file(rules_file).yaml()
 }
 
 /// `{"rules": [{"session": <jti>}, ...]}`: a rules file revoking exactly these tokens.
@@ -52,18 +37,6 @@ fn revoking(tokens: &[&Token]) -> Value {
         .map(|token| json!({"session": token.jti()}))
         .collect();
     json!({ "rules": rules })
-}
-
-/// Replaces `path` at once: writes a temp file beside it (a name the watcher ignores) and
-/// renames it over, as careful writers (and `kubectl cp` into an emptyDir) do.
-fn replace_atomically(path: &Path, contents: impl AsRef<[u8]>) {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("a UTF-8 file name");
-    let temp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&temp, contents).unwrap_or_else(|e| panic!("write {}: {e}", temp.display()));
-    std::fs::rename(&temp, path).unwrap_or_else(|e| panic!("rename over {}: {e}", path.display()));
 }
 
 /// What a client gets through Envoy with `token`: "allowed" when the app answered, the
@@ -81,13 +54,7 @@ async fn outcome_through_envoy(pod: &Pod, token: &str) -> String {
 /// about what veto loaded, where Envoy adds nothing.
 async fn outcome_from_check(veto: &Veto, token: &str) -> String {
     let mut client = check_client(veto.grpc_addr()).await;
-    let authorization = format!("Bearer {token}");
-    let response = check(
-        &mut client,
-        headers_request(&[("authorization", &authorization)]),
-    )
-    .await;
-    check_outcome(&response)
+    check_token(&mut client, token).await
 }
 
 /// The value of one series in veto's `GET /metrics`, e.g. `veto_snapshot_version` or

@@ -19,8 +19,8 @@ use tonic::transport::Channel;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 
 use crate::common::{
-    AppSaw, EchoUpstream, Envoy, ISSUER, Idp, TlsIdp, Token, Veto, VetoDir, check_client,
-    check_outcome, fixture_jwk, headers_request, http_client, jwk_set, poll_until,
+    AppSaw, EchoUpstream, Envoy, ISSUER, Idp, SidecarConfig, TlsIdp, Token, Veto, VetoDir,
+    bearer_request, check_client, check_outcome, fixture_jwk, http_client, jwk_set, poll_until,
 };
 
 /// Intervals that make a refresh, a timeout and a rate-limit window last seconds.
@@ -45,25 +45,30 @@ const REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
 /// veto's config: one issuer `issuer` (audience `orders-api`, as [`Token::new`] has) whose
 /// key fields are `key_fields` (`jwks_uri: ...` or `discovery: true`, and intervals).
 fn config(issuer: &str, key_fields: &[&str]) -> String {
-    let mut yaml = format!(
-        r#"
-grpc: {{listen: $GRPC_LISTEN}}
-admin: {{listen: $ADMIN_LISTEN}}
-issuers:
-  - issuer: {issuer}
-    audiences: [orders-api]
-"#
-    );
+    let mut config = SidecarConfig::new()
+        .issuer(issuer)
+        .without("revocation")
+        .without("forward");
     for field in key_fields {
-        yaml.push_str(&format!("    {field}\n"));
+        let (name, value) = field
+            .split_once(": ")
+            .unwrap_or_else(|| panic!("a key field is `name: value`, not {field}"));
+        config = config.set(&format!("issuers[0].{name}"), value);
     }
-    yaml
+    config.yaml()
 }
 
 /// As [`config`], with the issuer's keys at `idp`'s `jwks_uri`.
 fn jwks_uri_config(idp: &Idp, intervals: &[&str]) -> String {
     let uri = format!("jwks_uri: {}", idp.jwks_uri());
     config(ISSUER, &[&[uri.as_str()][..], intervals].concat())
+}
+
+/// veto with its keys at `idp`'s `jwks_uri` ([`jwks_uri_config`]), and a Check client.
+async fn start_fetching(idp: &Idp, intervals: &[&str]) -> (Veto, AuthorizationClient<Channel>) {
+    let veto = Veto::start(&jwks_uri_config(idp, intervals)).await;
+    let client = check_client(veto.grpc_addr()).await;
+    (veto, client)
 }
 
 /// A token by the fixture key for `alg` (its `kid`), from `iss`.
@@ -74,9 +79,8 @@ fn token(iss: &str, alg: Algorithm) -> String {
 /// veto's answer to a Check of `token`: "allowed", the denial's reason, or the gRPC error
 /// (e.g. `UNAVAILABLE`, which Envoy turns into its `status_on_error`).
 async fn decide(client: &mut AuthorizationClient<Channel>, token: &str) -> Result<String, Code> {
-    let authorization = format!("Bearer {token}");
     client
-        .check(headers_request(&[("authorization", &authorization)]))
+        .check(bearer_request(token))
         .await
         .map(|response| check_outcome(response.get_ref()))
         .map_err(|status| status.code())
@@ -193,8 +197,7 @@ async fn a_jwks_uri_set_with_enc_and_malformed_keys_loads_the_others_and_skips_t
         fixture_jwk("ed-1"),
     ]))
     .await;
-    let veto = Veto::start(&jwks_uri_config(&idp, FAST)).await;
-    let mut client = check_client(veto.grpc_addr()).await;
+    let (veto, mut client) = start_fetching(&idp, FAST).await;
 
     assert_eq!(idp.discovery_hits(), 0, "a jwks_uri needs no discovery");
     assert_eq!(keys(&veto, ISSUER).await, 2.0, "rsa-1 and ed-1 only");
@@ -220,8 +223,7 @@ async fn a_jwks_uri_set_with_enc_and_malformed_keys_loads_the_others_and_skips_t
 #[tokio::test]
 async fn a_key_rotated_in_is_accepted_at_once_by_the_unknown_kid_refetch_at_most_every_interval() {
     let idp = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
-    let veto = Veto::start(&jwks_uri_config(&idp, REFETCH_ONLY)).await;
-    let mut client = check_client(veto.grpc_addr()).await;
+    let (veto, mut client) = start_fetching(&idp, REFETCH_ONLY).await;
     let before = idp.jwks_hits();
 
     idp.serve(jwk_set([fixture_jwk("rsa-1"), fixture_jwk("ec256-1")]));
@@ -275,8 +277,7 @@ async fn a_key_rotated_in_is_accepted_at_once_by_the_unknown_kid_refetch_at_most
 #[tokio::test]
 async fn the_periodic_refresh_picks_up_a_new_key_and_drops_a_removed_one() {
     let idp = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
-    let veto = Veto::start(&jwks_uri_config(&idp, FAST)).await;
-    let mut client = check_client(veto.grpc_addr()).await;
+    let (veto, mut client) = start_fetching(&idp, FAST).await;
     assert_eq!(
         outcome(&mut client, &token(ISSUER, Algorithm::RS256)).await,
         "allowed"
@@ -316,8 +317,7 @@ async fn the_periodic_refresh_picks_up_a_new_key_and_drops_a_removed_one() {
 async fn a_cache_control_max_age_from_the_idp_replaces_refresh_interval() {
     let idp = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
     idp.cache_control("public, max-age=3600");
-    let veto = Veto::start(&jwks_uri_config(&idp, FAST)).await;
-    let mut client = check_client(veto.grpc_addr()).await;
+    let (_veto, mut client) = start_fetching(&idp, FAST).await;
     let after_start = idp.jwks_hits();
 
     // refresh_interval 1s would have fetched about three times by now.
@@ -336,8 +336,7 @@ async fn a_cache_control_max_age_from_the_idp_replaces_refresh_interval() {
 #[tokio::test]
 async fn a_kid_rotated_in_during_a_refresh_in_flight_waits_for_a_fetch_that_sees_it() {
     let idp = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
-    let veto = Veto::start(&jwks_uri_config(&idp, FAST)).await;
-    let mut client = check_client(veto.grpc_addr()).await;
+    let (veto, mut client) = start_fetching(&idp, FAST).await;
 
     // A periodic refresh arrives and is answered, slowly, with the old set...
     idp.serve_slowly(jwk_set([fixture_jwk("rsa-1")]), Duration::from_millis(700));
@@ -371,8 +370,7 @@ async fn a_flood_of_forged_kids_costs_the_idp_at_most_one_fetch_per_min_refetch_
     const WORKERS: usize = 8;
     const FLOOD: Duration = Duration::from_millis(4500);
     let idp = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
-    let veto = Veto::start(&jwks_uri_config(&idp, REFETCH_ONLY)).await;
-    let client = check_client(veto.grpc_addr()).await;
+    let (_veto, client) = start_fetching(&idp, REFETCH_ONLY).await;
     let before = idp.jwks_hits();
 
     let started = Instant::now();
@@ -466,8 +464,7 @@ async fn with_the_idp_down_at_start_veto_is_not_ready_and_answers_unavailable_th
 #[tokio::test]
 async fn when_the_idp_fails_or_goes_down_later_the_last_good_keys_stay_in_force() {
     let mut idp = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
-    let veto = Veto::start(&jwks_uri_config(&idp, FAST)).await;
-    let mut client = check_client(veto.grpc_addr()).await;
+    let (veto, mut client) = start_fetching(&idp, FAST).await;
     let rs256 = token(ISSUER, Algorithm::RS256);
 
     idp.fail();
@@ -515,8 +512,7 @@ async fn when_the_idp_fails_or_goes_down_later_the_last_good_keys_stay_in_force(
 #[tokio::test]
 async fn a_hanging_idp_times_out_after_fetch_timeout_and_checks_never_wait_on_it() {
     let idp = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
-    let veto = Veto::start(&jwks_uri_config(&idp, FAST)).await;
-    let mut client = check_client(veto.grpc_addr()).await;
+    let (veto, mut client) = start_fetching(&idp, FAST).await;
 
     idp.hang();
     let before = idp.jwks_hits();
@@ -627,8 +623,7 @@ async fn a_forged_kid_while_the_idp_hangs_is_unknown_key_once_keys_are_loaded() 
     // A forged kid must not become "undecidable" just because the provider is slow: with
     // Envoy's `failure_mode_allow: true` an UNAVAILABLE would let the forged request through.
     let idp = Idp::start(jwk_set([fixture_jwk("rsa-1")])).await;
-    let veto = Veto::start(&jwks_uri_config(&idp, REFETCH_ONLY)).await;
-    let mut client = check_client(veto.grpc_addr()).await;
+    let (veto, mut client) = start_fetching(&idp, REFETCH_ONLY).await;
     idp.hang();
 
     let forged = Token::new().kid("forged-while-slow").sign();

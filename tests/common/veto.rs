@@ -228,9 +228,15 @@ impl Veto {
     }
 
     /// Writes `contents` to `relative_path` in veto's dir, e.g. to change the rules file
-    /// it watches. Not atomic: use a rename when a test needs the file to change at once.
+    /// it watches. Not atomic: use [`Veto::replace`] when the file must change at once.
     pub fn write(&self, relative_path: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         write_file(self.dir(), relative_path, contents.as_ref())
+    }
+
+    /// Replaces `relative_path` in veto's dir at once (see [`replace_atomically`]), e.g. its
+    /// rules or key file, so the watcher never reads half a file.
+    pub fn replace(&self, relative_path: &str, contents: impl AsRef<[u8]>) {
+        replace_atomically(&self.dir().join(relative_path), contents);
     }
 
     /// Sends SIGTERM, as the kubelet does when it stops the pod. (`kill`, because std has
@@ -288,6 +294,18 @@ fn write_file(dir: &Path, relative_path: &str, contents: &[u8]) -> PathBuf {
     }
     fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     path
+}
+
+/// Replaces `path` at once: writes a temp file beside it (a name the watcher ignores) and
+/// renames it over, as careful writers (and `kubectl cp` into an emptyDir) do.
+pub fn replace_atomically(path: &Path, contents: impl AsRef<[u8]>) {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a UTF-8 file name");
+    let temp = path.with_file_name(format!(".{name}.tmp"));
+    fs::write(&temp, contents).unwrap_or_else(|e| panic!("write {}: {e}", temp.display()));
+    fs::rename(&temp, path).unwrap_or_else(|e| panic!("rename over {}: {e}", path.display()));
 }
 
 /// The value of `series` in a metrics text: a sample line is `series value [timestamp]`.
