@@ -22,9 +22,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::common::{
     AppSaw, EchoUpstream, Envoy, Idp, Pod, Run, SIDECAR_CONFIG, SUBJECT, Token, VetoDir,
-    assert_denied_as_missing_token, bearer_request, check_allowed, fixture_jwk,
-    free_loopback_addr, headers_request, http_client, jwk_set, metric_value, poll_until,
-    run_command, run_veto, veto_command,
+    assert_denied_as_missing_token, bearer_request, check_allowed, fixture_jwk, free_loopback_addr,
+    http_client, jwk_set, metric_value, poll_until, run_command, run_veto, veto_command,
 };
 
 /// The standard sidecar config (see `common::SIDECAR_CONFIG`).
