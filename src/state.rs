@@ -601,6 +601,16 @@ mod tests {
         (cmd, rx)
     }
 
+    /// A writer started at [`NOW`] with its own metrics: the set-up every test here shares.
+    fn test_writer(
+        file: RuleTable,
+        pushed: RuleTable,
+        prune_after: Option<i64>,
+        state_dir: Option<StateDir>,
+    ) -> (Writer, StateHandle) {
+        writer_at(file, pushed, prune_after, Arc::default(), state_dir, NOW)
+    }
+
     fn published(handle: &StateHandle, s: &str) -> bool {
         let snap = handle.reader().load_full();
         let sel = Selector::Sub(s.into());
@@ -609,14 +619,7 @@ mod tests {
 
     #[test]
     fn a_pushed_rule_is_in_force_until_its_expiry_and_pruned_at_it() {
-        let (mut w, handle) = writer_at(
-            RuleTable::default(),
-            RuleTable::default(),
-            None,
-            Arc::default(),
-            None,
-            NOW,
-        );
+        let (mut w, handle) = test_writer(RuleTable::default(), RuleTable::default(), None, None);
         assert_eq!(w.until_next_expiry(NOW), MAX_EXPIRY_SLEEP);
         let (cmd, mut answer) = push(vec![expiring("alice", NOW + 30)]);
         w.step(vec![cmd], NOW);
@@ -638,13 +641,11 @@ mod tests {
 
     #[test]
     fn a_far_expiry_still_wakes_the_writer_within_a_minute_for_clock_steps() {
-        let (w, _handle) = writer_at(
+        let (w, _handle) = test_writer(
             table([expiring("f", NOW + 86_400)]),
             RuleTable::default(),
             None,
-            Arc::default(),
             None,
-            NOW,
         );
         assert_eq!(w.until_next_expiry(NOW), MAX_EXPIRY_SLEEP);
         // A clock stepped past the expiry: no wait, and no negative one.
@@ -673,13 +674,11 @@ mod tests {
     #[test]
     fn a_cutoff_goes_once_no_token_it_could_catch_is_accepted_any_more() {
         // prune_after 3600: a cutoff at NOW - 100 can catch tokens until NOW + 3500.
-        let (mut w, handle) = writer_at(
+        let (mut w, handle) = test_writer(
             table([cutoff("bob", NOW - 100)]),
             RuleTable::default(),
             Some(3600),
-            Arc::default(),
             None,
-            NOW,
         );
         assert_eq!(w.until_next_expiry(NOW), MAX_EXPIRY_SLEEP);
         assert_eq!(w.until_next_expiry(NOW + 3440), Duration::from_secs(60));
@@ -691,14 +690,7 @@ mod tests {
 
     #[test]
     fn a_rule_pushed_already_expired_is_answered_but_never_published() {
-        let (mut w, handle) = writer_at(
-            RuleTable::default(),
-            RuleTable::default(),
-            None,
-            Arc::default(),
-            None,
-            NOW,
-        );
+        let (mut w, handle) = test_writer(RuleTable::default(), RuleTable::default(), None, None);
         let (cmd, mut answer) = push(vec![expiring("late", NOW)]);
         w.step(vec![cmd], NOW);
         assert!(answer.try_recv().unwrap().is_ok());
@@ -709,13 +701,11 @@ mod tests {
     fn a_save_that_fails_before_the_rename_leaves_memory_and_disk_as_they_were() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
-        let (mut w, handle) = writer_at(
+        let (mut w, handle) = test_writer(
             RuleTable::default(),
             RuleTable::default(),
             None,
-            Arc::default(),
             Some(state.clone()),
-            NOW,
         );
         let (cmd, mut answer) = push(vec![sub("kept")]);
         w.step(vec![cmd], NOW);
@@ -738,13 +728,11 @@ mod tests {
     fn a_save_whose_directory_sync_fails_keeps_the_change_as_the_disk_has_it() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
-        let (mut w, handle) = writer_at(
+        let (mut w, handle) = test_writer(
             RuleTable::default(),
             table([sub("lifted")]),
             None,
-            Arc::default(),
             Some(state.clone().failing_dir_sync()),
-            NOW,
         );
         let (push_cmd, mut pushed) = push(vec![sub("revoked")]);
         let (delete_cmd, mut deleted) = delete("lifted");

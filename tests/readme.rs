@@ -25,9 +25,9 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::{copy_tree, envoy_binary};
+use crate::common::{copy_tree, envoy_binary, wait_or_kill};
 
 /// The whole walkthrough: a few seconds of work, with room for a loaded CI machine.
 const WALKTHROUGH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -455,18 +455,7 @@ impl DemoDir {
             .stderr(output)
             .spawn()
             .expect("run unshare (util-linux; needs root): the README test needs its own network");
-        let deadline = Instant::now() + WALKTHROUGH_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("ask whether the walkthrough ended") {
-                break Some(status);
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = wait_or_kill(&mut child, WALKTHROUGH_TIMEOUT);
         let output = fs::read_to_string(&output_path).unwrap_or_default();
         match status {
             Some(status) if status.success() => output,

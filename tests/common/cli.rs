@@ -7,7 +7,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long a one-shot command may take: generous, because a debug build on a CI machine
@@ -53,18 +53,7 @@ pub fn run_command(mut command: Command) -> Run {
         .stderr(File::create(&stderr_path).expect("create the stderr file"))
         .spawn()
         .unwrap_or_else(|e| panic!("could not start {described}: {e}"));
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("ask whether veto exited") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_or_kill(&mut child, RUN_TIMEOUT);
     let read = |path| fs::read_to_string(path).unwrap_or_else(|e| format!("({e})"));
     let (stdout, stderr) = (read(&stdout_path), read(&stderr_path));
     let Some(status) = status else {
@@ -78,6 +67,23 @@ pub fn run_command(mut command: Command) -> Run {
         status,
         stdout,
         stderr,
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit; its status, or `None` once it had to be
+/// killed (and reaped) because the time ran out.
+pub fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("ask whether the child exited") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -42,7 +42,7 @@ mod upstream;
 mod veto;
 
 pub use check_request::{bearer_request, headers_request, raw_headers_request};
-pub use cli::{Run, run_command, run_veto, veto_command};
+pub use cli::{Run, run_command, run_veto, veto_command, wait_or_kill};
 pub use config::{SIDECAR_CONFIG, SidecarConfig};
 pub use envoy::{Envoy, envoy_binary};
 pub use files::{copy_tree, files_under, read, relative, repo};
