@@ -153,6 +153,11 @@ async fn every_rules_endpoint_answers_with_the_documented_status_codes() {
     assert_eq!(status, StatusCode::OK, "{one}");
     assert_eq!(one["sub"], "alice@example.com");
     assert_eq!(one["iss"], "https://issuer.test");
+    // The id written as SPEC §3 spells it, unescaped, reaches the only rule it can mean.
+    let spelled = "/v1/rules/sub%3Aalice%40example.com%40https%3A%2F%2Fissuer.test";
+    let (status, one) = admin.get(spelled).await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["sub"], "alice@example.com");
     assert_eq!(
         admin.get("/v1/rules/sub:nobody").await.0,
         StatusCode::NOT_FOUND

@@ -18,7 +18,7 @@ use super::auth::Caller;
 use super::{AdminState, ApiError, MAX_BODY_BYTES};
 use crate::decision::Decision;
 use crate::revocation::parse::{Origin, RawRule, Scalar};
-use crate::revocation::{Rule, Selector, Snapshot, Source, parse_id};
+use crate::revocation::{Rule, Selector, Snapshot, Source, id_candidates};
 use crate::state::{DeleteOutcome, unix_now};
 
 /// Size of the pieces a rule listing is sent in.
@@ -382,7 +382,7 @@ pub async fn list(
 
 /// The rule an id names in this snapshot, and its layer.
 fn find(snapshot: &Snapshot, id: &str) -> Option<(Rule, Source)> {
-    parse_id(id).into_iter().find_map(|(sel, iss)| {
+    id_candidates(id).into_iter().find_map(|(sel, iss)| {
         let iss = iss.as_deref();
         snapshot
             .pushed

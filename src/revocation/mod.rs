@@ -160,6 +160,31 @@ pub fn parse_id(id: &str) -> Option<(Selector, Option<String>)> {
     Some((parse_selector(selector)?, iss))
 }
 
+/// Every rule an id may name, the exact reading first ([`parse_id`]), then the readings of
+/// SPEC §3's unescaped form (`sub:alice@example.com` for the subject `alice@example.com`, or
+/// for `alice` with iss `example.com`), which clients build by hand from the rule they
+/// pushed. A lookup takes the first reading that names a rule, so an id veto printed always
+/// reaches its own rule, and an unescaped one reaches the only rule it can mean.
+pub fn id_candidates(id: &str) -> Vec<(Selector, Option<String>)> {
+    let mut candidates: Vec<_> = parse_id(id).into_iter().collect();
+    let literal = |selector: &str| -> Option<Selector> {
+        let escaped = selector.replace('%', "%25").replace('@', "%40");
+        parse_selector(&escaped)
+    };
+    let mut readings = vec![(id, None)];
+    if let Some((selector, iss)) = id.rsplit_once('@') {
+        readings.push((selector, Some(iss.to_owned())));
+    }
+    for (selector, iss) in readings {
+        if let Some(selector) = literal(selector)
+            && !candidates.contains(&(selector.clone(), iss.clone()))
+        {
+            candidates.push((selector, iss));
+        }
+    }
+    candidates
+}
+
 fn parse_selector(s: &str) -> Option<Selector> {
     let value = |v: &str| unescape(v).filter(|v| !v.is_empty()).map(Box::from);
     if s == "global" {
